@@ -7,3 +7,6 @@ pub mod time;
 pub mod network;
 pub mod hash;
 pub mod inventory;
+pub mod sourcing;
+pub mod idempotency;
+pub mod reservation;

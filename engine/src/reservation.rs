@@ -1,0 +1,359 @@
+//! Reservations: a checkout's claim on stock, made of holds at one or more stock points that
+//! share one expiry. The book also enforces per-customer limits of a flash sale.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::FxHashMap;
+use crate::ids::{OrderId, Qty, ReservationId, SkuId, StockPointId};
+use crate::inventory::Source;
+use crate::network::Channel;
+use crate::sourcing::Explanation;
+use crate::time::Timestamp;
+
+/// The longest customer reference accepted.
+pub const CUSTOMER_REF_BYTES_MAX: usize = 128;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationStatus {
+    Held,
+    Confirmed,
+    Released,
+    Expired,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ReservedAllocation {
+    pub stock_point: StockPointId,
+    pub qty: Qty,
+    pub source: Source,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ReservedLine {
+    pub sku: SkuId,
+    /// What the checkout asked for; with partial plans the allocations may add up to less.
+    pub requested: Qty,
+    pub allocations: Vec<ReservedAllocation>,
+}
+
+impl ReservedLine {
+    pub fn reserved(&self) -> Qty {
+        self.allocations.iter().map(|a| a.qty).sum()
+    }
+}
+
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: ReservationId,
+    pub channel: Channel,
+    pub customer_ref: Option<String>,
+    pub lines: Vec<ReservedLine>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub status: ReservationStatus,
+    pub order: Option<OrderId>,
+    /// Why it was sourced this way, for customer service.
+    pub explanation: Explanation,
+}
+
+impl Reservation {
+    /// The status as of `now`: a held reservation past its expiry is expired even before the
+    /// stock points' expiry events are applied.
+    pub fn status_at(&self, now: Timestamp) -> ReservationStatus {
+        match self.status {
+            ReservationStatus::Held if now >= self.expires_at => ReservationStatus::Expired,
+            status => status,
+        }
+    }
+
+    /// Stock points holding part of this reservation, each once.
+    pub fn stock_points(&self) -> Vec<StockPointId> {
+        let mut out: Vec<StockPointId> = Vec::new();
+        for a in self.lines.iter().flat_map(|l| &l.allocations) {
+            if !out.contains(&a.stock_point) {
+                out.push(a.stock_point);
+            }
+        }
+        out
+    }
+
+    fn units_per_sku(&self) -> impl Iterator<Item = (SkuId, Qty)> + '_ {
+        self.lines.iter().map(|l| (l.sku, l.reserved()))
+    }
+}
+
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum ReservationEvent {
+    Created(Box<Reservation>),
+    Confirmed { id: ReservationId, order: OrderId },
+    Released { id: ReservationId },
+    Expired { id: ReservationId },
+}
+
+/// Why a reservation cannot change as asked; a business "no".
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum ReservationRefusal {
+    #[error("reservation {0} does not exist")]
+    Unknown(ReservationId),
+    #[error("reservation {id} is {status:?}")]
+    NotHeld {
+        id: ReservationId,
+        status: ReservationStatus,
+    },
+    #[error("customer may hold at most {max} units of the SKU; already {current}, asking {requested}")]
+    LimitExceeded {
+        sku: SkuId,
+        max: Qty,
+        current: Qty,
+        requested: Qty,
+    },
+}
+
+/// Every reservation, and the units each customer holds or bought per SKU.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReservationBook {
+    reservations: FxHashMap<ReservationId, Reservation>,
+    /// Flash-sale caps: units one customer_ref may hold (or have bought) at once per SKU.
+    limits: FxHashMap<SkuId, Qty>,
+    /// Units each customer has in held or confirmed reservations, per SKU.
+    customer_units: FxHashMap<(String, SkuId), Qty>,
+}
+
+impl ReservationBook {
+    pub fn get(&self, id: ReservationId) -> Option<&Reservation> {
+        self.reservations.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.reservations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reservations.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Reservation> {
+        self.reservations.values()
+    }
+
+    pub fn limit(&self, sku: SkuId) -> Option<Qty> {
+        self.limits.get(&sku).copied()
+    }
+
+    pub fn set_limit(&mut self, sku: SkuId, max_per_customer: Option<Qty>) {
+        match max_per_customer {
+            Some(max) => self.limits.insert(sku, max),
+            None => self.limits.remove(&sku),
+        };
+    }
+
+    pub fn customer_units(&self, customer: &str, sku: SkuId) -> Qty {
+        self.customer_units
+            .get(&(customer.to_owned(), sku))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Checks a customer's new request against the per-customer limits.
+    pub fn check_limits(
+        &self,
+        customer: Option<&str>,
+        lines: &[(SkuId, Qty)],
+    ) -> Result<(), ReservationRefusal> {
+        let Some(customer) = customer else {
+            return Ok(());
+        };
+        for (i, (sku, _)) in lines.iter().enumerate() {
+            let Some(max) = self.limit(*sku) else { continue };
+            if lines[..i].iter().any(|(s, _)| s == sku) {
+                continue;
+            }
+            let requested: Qty = lines.iter().filter(|(s, _)| s == sku).map(|l| l.1).sum();
+            let current = self.customer_units(customer, *sku);
+            if current + requested > max {
+                return Err(ReservationRefusal::LimitExceeded {
+                    sku: *sku,
+                    max,
+                    current,
+                    requested,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn decide_confirm(
+        &self,
+        id: ReservationId,
+        order: OrderId,
+        now: Timestamp,
+    ) -> Result<ReservationEvent, ReservationRefusal> {
+        let reservation = self.get(id).ok_or(ReservationRefusal::Unknown(id))?;
+        match reservation.status_at(now) {
+            ReservationStatus::Held => Ok(ReservationEvent::Confirmed { id, order }),
+            status => Err(ReservationRefusal::NotHeld { id, status }),
+        }
+    }
+
+    pub fn decide_release(
+        &self,
+        id: ReservationId,
+        now: Timestamp,
+    ) -> Result<ReservationEvent, ReservationRefusal> {
+        let reservation = self.get(id).ok_or(ReservationRefusal::Unknown(id))?;
+        match reservation.status_at(now) {
+            ReservationStatus::Held => Ok(ReservationEvent::Released { id }),
+            status => Err(ReservationRefusal::NotHeld { id, status }),
+        }
+    }
+
+    /// Held reservations whose expiry has passed, to be marked expired.
+    pub fn decide_expiries(&self, now: Timestamp, max: usize) -> Vec<ReservationEvent> {
+        let mut due: Vec<&Reservation> = self
+            .reservations
+            .values()
+            .filter(|r| r.status == ReservationStatus::Held && r.expires_at <= now)
+            .collect();
+        due.sort_by_key(|r| (r.expires_at, r.id));
+        due.into_iter()
+            .take(max)
+            .map(|r| ReservationEvent::Expired { id: r.id })
+            .collect()
+    }
+
+    pub fn apply(&mut self, event: &ReservationEvent) {
+        match event {
+            ReservationEvent::Created(reservation) => {
+                if let Some(customer) = &reservation.customer_ref {
+                    for (sku, qty) in reservation.units_per_sku() {
+                        *self
+                            .customer_units
+                            .entry((customer.clone(), sku))
+                            .or_default() += qty;
+                    }
+                }
+                let previous = self
+                    .reservations
+                    .insert(reservation.id, (**reservation).clone());
+                debug_assert!(previous.is_none(), "reservation {} created twice", reservation.id);
+            }
+            ReservationEvent::Confirmed { id, order } => {
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.status = ReservationStatus::Confirmed;
+                    r.order = Some(*order);
+                }
+            }
+            ReservationEvent::Released { id } | ReservationEvent::Expired { id } => {
+                let status = match event {
+                    ReservationEvent::Released { .. } => ReservationStatus::Released,
+                    _ => ReservationStatus::Expired,
+                };
+                let Some(r) = self.reservations.get_mut(id) else {
+                    debug_assert!(false, "release of unknown reservation {id}");
+                    return;
+                };
+                debug_assert_eq!(r.status, ReservationStatus::Held);
+                r.status = status;
+                if let Some(customer) = &r.customer_ref {
+                    for (sku, qty) in r.lines.iter().map(|l| (l.sku, l.reserved())) {
+                        if let Some(units) = self.customer_units.get_mut(&(customer.clone(), sku)) {
+                            *units = units.saturating_sub(qty);
+                            if units.is_zero() {
+                                self.customer_units.remove(&(customer.clone(), sku));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reservation(id: u64, customer: Option<&str>, qty: u64, expires_at: u64) -> ReservationEvent {
+        ReservationEvent::Created(Box::new(Reservation {
+            id: ReservationId(id),
+            channel: Channel::Web,
+            customer_ref: customer.map(str::to_owned),
+            lines: vec![ReservedLine {
+                sku: SkuId(0),
+                requested: Qty(qty),
+                allocations: vec![ReservedAllocation {
+                    stock_point: StockPointId(0),
+                    qty: Qty(qty),
+                    source: Source::OnHand,
+                }],
+            }],
+            created_at: Timestamp(0),
+            expires_at: Timestamp(expires_at),
+            status: ReservationStatus::Held,
+            order: None,
+            explanation: Explanation {
+                rule_set_version: 0,
+                groups: vec![],
+            },
+        }))
+    }
+
+    #[test]
+    fn a_held_reservation_past_its_expiry_reads_as_expired_and_cannot_be_confirmed() {
+        let mut book = ReservationBook::default();
+        book.apply(&reservation(1, None, 1, 100));
+        assert_eq!(book.get(ReservationId(1)).unwrap().status_at(Timestamp(99)), ReservationStatus::Held);
+        assert!(book.decide_confirm(ReservationId(1), OrderId(1), Timestamp(99)).is_ok());
+        assert_eq!(
+            book.decide_confirm(ReservationId(1), OrderId(1), Timestamp(100)),
+            Err(ReservationRefusal::NotHeld {
+                id: ReservationId(1),
+                status: ReservationStatus::Expired
+            })
+        );
+    }
+
+    #[test]
+    fn a_confirmed_reservation_cannot_be_released() {
+        let mut book = ReservationBook::default();
+        book.apply(&reservation(1, None, 1, 100));
+        book.apply(&ReservationEvent::Confirmed {
+            id: ReservationId(1),
+            order: OrderId(5),
+        });
+        assert!(book.decide_release(ReservationId(1), Timestamp(0)).is_err());
+        assert!(book.decide_expiries(Timestamp(1_000), 10).is_empty());
+    }
+
+    #[test]
+    fn customer_limits_count_held_units_until_they_are_released() {
+        let mut book = ReservationBook::default();
+        book.set_limit(SkuId(0), Some(Qty(2)));
+        book.apply(&reservation(1, Some("alice"), 2, 100));
+        let more = [(SkuId(0), Qty(1))];
+        assert!(matches!(
+            book.check_limits(Some("alice"), &more),
+            Err(ReservationRefusal::LimitExceeded { .. })
+        ));
+        assert!(book.check_limits(Some("bob"), &more).is_ok());
+        assert!(book.check_limits(None, &more).is_ok());
+        book.apply(&ReservationEvent::Released { id: ReservationId(1) });
+        assert!(book.check_limits(Some("alice"), &more).is_ok());
+    }
+
+    #[test]
+    fn expiries_come_out_oldest_first_and_bounded() {
+        let mut book = ReservationBook::default();
+        book.apply(&reservation(1, None, 1, 300));
+        book.apply(&reservation(2, None, 1, 100));
+        book.apply(&reservation(3, None, 1, 200));
+        assert_eq!(
+            book.decide_expiries(Timestamp(1_000), 2),
+            vec![
+                ReservationEvent::Expired { id: ReservationId(2) },
+                ReservationEvent::Expired { id: ReservationId(3) }
+            ]
+        );
+    }
+}
