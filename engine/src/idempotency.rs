@@ -79,7 +79,7 @@ pub enum Lookup<'a> {
     Mismatch,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyTable {
     entries: FxHashMap<IdempotencyKey, IdempotencyEntry>,
     /// Ordered by time so that forgetting old keys pops from the front.

@@ -218,7 +218,7 @@ impl fmt::Display for Qty {
 
 /// Maps codes to dense ids and back. Ids are handed out in order of first sight, so replaying
 /// the same `Defined` events in the same order rebuilds the same table.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interner {
     /// Index = id; the code each id stands for.
     codes: Vec<Code>,

@@ -100,7 +100,7 @@ impl StockPoint {
 }
 
 /// Every stock point, indexed by its dense id.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     stock_points: Vec<StockPoint>,
 }

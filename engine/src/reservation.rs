@@ -1,6 +1,8 @@
 //! Reservations: a checkout's claim on stock, made of holds at one or more stock points that
 //! share one expiry. The book also enforces per-customer limits of a flash sale.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::hash::FxHashMap;
@@ -111,13 +113,15 @@ pub enum ReservationRefusal {
 }
 
 /// Every reservation, and the units each customer holds or bought per SKU.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReservationBook {
     reservations: FxHashMap<ReservationId, Reservation>,
     /// Flash-sale caps: units one customer_ref may hold (or have bought) at once per SKU.
     limits: FxHashMap<SkuId, Qty>,
     /// Units each customer has in held or confirmed reservations, per SKU.
     customer_units: FxHashMap<(String, SkuId), Qty>,
+    /// Held reservations ordered by expiry so that expiring pops from the front.
+    expiries: BTreeSet<(Timestamp, ReservationId)>,
 }
 
 impl ReservationBook {
@@ -208,18 +212,19 @@ impl ReservationBook {
         }
     }
 
-    /// Held reservations whose expiry has passed, to be marked expired.
+    /// Held reservations whose expiry has passed, oldest first, at most `max`.
     pub fn decide_expiries(&self, now: Timestamp, max: usize) -> Vec<ReservationEvent> {
-        let mut due: Vec<&Reservation> = self
-            .reservations
-            .values()
-            .filter(|r| r.status == ReservationStatus::Held && r.expires_at <= now)
-            .collect();
-        due.sort_by_key(|r| (r.expires_at, r.id));
-        due.into_iter()
+        self.expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
             .take(max)
-            .map(|r| ReservationEvent::Expired { id: r.id })
+            .map(|(_, id)| ReservationEvent::Expired { id: *id })
             .collect()
+    }
+
+    /// The earliest expiry of a held reservation, for the orchestrator's timer.
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        self.expiries.first().map(|(at, _)| *at)
     }
 
     pub fn apply(&mut self, event: &ReservationEvent) {
@@ -233,6 +238,9 @@ impl ReservationBook {
                             .or_default() += qty;
                     }
                 }
+                if reservation.status == ReservationStatus::Held {
+                    self.expiries.insert((reservation.expires_at, reservation.id));
+                }
                 let previous = self
                     .reservations
                     .insert(reservation.id, (**reservation).clone());
@@ -240,6 +248,7 @@ impl ReservationBook {
             }
             ReservationEvent::Confirmed { id, order } => {
                 if let Some(r) = self.reservations.get_mut(id) {
+                    self.expiries.remove(&(r.expires_at, r.id));
                     r.status = ReservationStatus::Confirmed;
                     r.order = Some(*order);
                 }
@@ -254,6 +263,7 @@ impl ReservationBook {
                     return;
                 };
                 debug_assert_eq!(r.status, ReservationStatus::Held);
+                self.expiries.remove(&(r.expires_at, r.id));
                 r.status = status;
                 if let Some(customer) = &r.customer_ref {
                     for (sku, qty) in r.lines.iter().map(|l| (l.sku, l.reserved())) {

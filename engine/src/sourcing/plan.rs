@@ -68,6 +68,8 @@ pub struct PlanRequest<'a> {
     /// Buy online, pick up here: only this store may serve the request.
     pub pickup_at: Option<StockPointId>,
     pub tags: &'a [String],
+    /// Stock points that must not serve this request (e.g. those that already came up short).
+    pub exclude: &'a [StockPointId],
     pub options: PlanOptions,
     pub now: Timestamp,
 }
@@ -283,6 +285,7 @@ fn eligible(rule: &CompiledRule, request: &PlanRequest<'_>, sp: &StockPoint) -> 
         && (c.kinds.is_empty() || c.kinds.contains(&sp.kind))
         && (rule.only.is_empty() || rule.only.contains(&sp.id))
         && !rule.exclude.contains(&sp.id)
+        && !request.exclude.contains(&sp.id)
 }
 
 fn score(strategy: Strategy, sp: &StockPoint, ship_to: Option<Location>) -> f64 {

@@ -87,6 +87,7 @@ fn check(world: &World, rules: &str, ask: &Ask) -> Result<Vec<String>, Vec<Short
         ship_to: ask.ship_to,
         pickup_at: ask.pickup_at,
         tags: &[],
+        exclude: &[],
         options: ask.options,
         now: Timestamp(0),
     };
@@ -212,6 +213,7 @@ fn pickup_at_a_warehouse_is_an_error_not_a_shortage() {
         ship_to: None,
         pickup_at: Some(StockPointId(0)),
         tags: &[],
+        exclude: &[],
         options: ask(&[]).options,
         now: Timestamp(0),
     };
@@ -278,6 +280,7 @@ fn the_explanation_names_rule_version_candidates_and_tie_breaks() {
         ship_to: None,
         pickup_at: None,
         tags: &[],
+        exclude: &[],
         options: ask(&[]).options,
         now: Timestamp(0),
     };

@@ -1,0 +1,192 @@
+//! The whole world as one value: what recovery rebuilds from the log, and the reference model
+//! the property tests drive. Live, the same pieces are spread over actors (each stock point its
+//! inventory, the orchestrator the book and rules, each order its own), and every piece changes
+//! only through the `apply` that [`State::apply`] routes to.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::FxHashMap;
+use crate::idempotency::{IdempotencyEvent, IdempotencyTable};
+use crate::ids::{Code, IncomingId, Interner, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
+use crate::inventory::{StockEvent, StockPointInventory};
+use crate::network::{Network, StockPoint};
+use crate::order::{self, Order, OrderEvent};
+use crate::reservation::{ReservationBook, ReservationEvent};
+use crate::returns::{self, ReturnEvent, ReturnRecord};
+use crate::sourcing::RuleSet;
+use crate::time::Timestamp;
+
+/// Every change of state, tagged with the entity it belongs to. This is what the log stores.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum Event {
+    StockPointDefined(Box<StockPoint>),
+    SkuDefined {
+        sku: SkuId,
+        code: Code,
+    },
+    Stock {
+        stock_point: StockPointId,
+        at: Timestamp,
+        event: StockEvent,
+    },
+    Reservation {
+        at: Timestamp,
+        event: ReservationEvent,
+    },
+    Order {
+        order: OrderId,
+        at: Timestamp,
+        event: Box<OrderEvent>,
+    },
+    Return {
+        ret: ReturnId,
+        at: Timestamp,
+        event: Box<ReturnEvent>,
+    },
+    RulesReplaced(RuleSet),
+    CustomerLimitSet {
+        sku: SkuId,
+        max_per_customer: Option<Qty>,
+    },
+    Idempotency(IdempotencyEvent),
+}
+
+/// The next serial id of each kind, one past the highest seen, so that ids stay unique across
+/// restarts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct NextIds {
+    pub reservation: u64,
+    pub order: u64,
+    pub fulfilment: u64,
+    pub ret: u64,
+    pub incoming: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub skus: Interner,
+    pub network: Network,
+    /// Index = stock point id.
+    pub inventories: Vec<StockPointInventory>,
+    pub reservations: ReservationBook,
+    pub orders: FxHashMap<OrderId, Order>,
+    pub returns: FxHashMap<ReturnId, ReturnRecord>,
+    pub rules: RuleSet,
+    pub idempotency: IdempotencyTable,
+    pub next: NextIds,
+}
+
+impl State {
+    pub fn stock_point_id(&self, code: &str) -> Option<StockPointId> {
+        self.network.iter().find(|sp| sp.code.as_str() == code).map(|sp| sp.id)
+    }
+
+    pub fn inventory(&self, id: StockPointId) -> Option<&StockPointInventory> {
+        self.inventories.get(id.index())
+    }
+
+    /// The one function that changes the world; live and on replay alike.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::StockPointDefined(stock_point) => {
+                let id = stock_point.id;
+                self.network.upsert((**stock_point).clone());
+                while self.inventories.len() <= id.index() {
+                    let next = StockPointId(self.inventories.len() as u32);
+                    self.inventories.push(StockPointInventory::new(next));
+                }
+            }
+            Event::SkuDefined { sku, code } => self.skus.define(sku.0, code.clone()),
+            Event::Stock {
+                stock_point, event, ..
+            } => {
+                match event {
+                    StockEvent::IncomingExpected { incoming, .. } => {
+                        self.next.incoming = self.next.incoming.max(incoming.id.0 + 1);
+                    }
+                    // A reservation id is used once its first hold is placed, even if the
+                    // reservation is then rolled back: never hand it out again.
+                    StockEvent::HoldPlaced(hold) => {
+                        self.next.reservation = self.next.reservation.max(hold.reservation.0 + 1);
+                    }
+                    _ => {}
+                }
+                match self.inventories.get_mut(stock_point.index()) {
+                    Some(inventory) => inventory.apply(event),
+                    None => debug_assert!(false, "event for unknown stock point {stock_point:?}"),
+                }
+            }
+            Event::Reservation { event, .. } => {
+                if let ReservationEvent::Created(r) = event {
+                    self.next.reservation = self.next.reservation.max(r.id.0 + 1);
+                }
+                self.reservations.apply(event);
+            }
+            Event::Order { order, at, event } => {
+                self.next.order = self.next.order.max(order.0 + 1);
+                for f in fulfilments_created(event) {
+                    self.next.fulfilment = self.next.fulfilment.max(f + 1);
+                }
+                match self.orders.get_mut(order) {
+                    Some(existing) => order::apply(existing, event, *at),
+                    None => match Order::from_created(event, *at) {
+                        Some(created) => {
+                            self.orders.insert(*order, created);
+                        }
+                        None => debug_assert!(false, "first event of {order} is not Created"),
+                    },
+                }
+            }
+            Event::Return { ret, at, event } => {
+                self.next.ret = self.next.ret.max(ret.0 + 1);
+                match self.returns.get_mut(ret) {
+                    Some(record) => returns::apply(record, event, *at),
+                    None => match ReturnRecord::from_opened(event, *at) {
+                        Some(record) => {
+                            self.returns.insert(*ret, record);
+                        }
+                        None => debug_assert!(false, "first event of {ret} is not Opened"),
+                    },
+                }
+            }
+            Event::RulesReplaced(rules) => self.rules = rules.clone(),
+            Event::CustomerLimitSet {
+                sku,
+                max_per_customer,
+            } => self.reservations.set_limit(*sku, *max_per_customer),
+            Event::Idempotency(event) => self.idempotency.apply(event),
+        }
+    }
+
+    pub fn next_incoming_id(&self) -> IncomingId {
+        IncomingId(self.next.incoming)
+    }
+
+    pub fn next_reservation_id(&self) -> ReservationId {
+        ReservationId(self.next.reservation)
+    }
+
+    /// Restores the derived indexes that serialization skips; call after decoding a snapshot.
+    pub fn after_decode(&mut self) {
+        self.skus.rebuild_index();
+    }
+
+    /// Checks every inventory's books; for tests and for recovery's self-check.
+    pub fn audit(&self) -> Result<(), String> {
+        for inventory in &self.inventories {
+            inventory.audit()?;
+        }
+        for order in self.orders.values() {
+            order.check_invariants()?;
+        }
+        Ok(())
+    }
+}
+
+fn fulfilments_created(event: &OrderEvent) -> Vec<u64> {
+    match event {
+        OrderEvent::Created { fulfilments, .. } => fulfilments.iter().map(|f| f.id.0).collect(),
+        OrderEvent::Resourced { fulfilment, .. } => vec![fulfilment.id.0],
+        _ => Vec::new(),
+    }
+}
