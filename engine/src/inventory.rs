@@ -324,6 +324,10 @@ impl StockPointInventory {
         self.holds.values()
     }
 
+    pub fn allocations(&self) -> impl Iterator<Item = (OrderId, &[StockLine])> {
+        self.allocations.iter().map(|(order, lines)| (*order, lines.as_slice()))
+    }
+
     pub fn allocation(&self, order: OrderId) -> Option<&[StockLine]> {
         self.allocations.get(&order).map(Vec::as_slice)
     }

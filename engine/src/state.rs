@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::hash::FxHashMap;
 use crate::idempotency::{IdempotencyEvent, IdempotencyTable};
 use crate::ids::{Code, IncomingId, Interner, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
-use crate::inventory::{StockEvent, StockPointInventory};
+use crate::inventory::{ReleaseReason, StockEvent, StockPointInventory};
 use crate::network::{Network, StockPoint};
 use crate::order::{self, Order, OrderEvent};
-use crate::reservation::{ReservationBook, ReservationEvent};
+use crate::reservation::{ReservationBook, ReservationEvent, ReservationStatus};
 use crate::returns::{self, ReturnEvent, ReturnRecord};
 use crate::sourcing::RuleSet;
 use crate::time::Timestamp;
@@ -169,6 +169,70 @@ impl State {
     /// Restores the derived indexes that serialization skips; call after decoding a snapshot.
     pub fn after_decode(&mut self) {
         self.skus.rebuild_index();
+    }
+
+    /// The events that settle what a crash left half done, so that nothing acknowledged is lost
+    /// and nothing unacknowledged lingers:
+    /// - a hold whose reservation was never recorded (or is no longer held) is rolled back;
+    /// - a held reservation missing a hold at one of its stock points is settled as released
+    ///   (or expired, when its time has passed), and its other holds rolled back;
+    /// - an allocation for an order that was never recorded is given back.
+    ///
+    /// None of these was acknowledged: every acknowledgement waits for the last record of its
+    /// operation, and the log is replayed in order.
+    pub fn reconcile(&self, now: Timestamp) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut settled: Vec<ReservationId> = Vec::new();
+        for r in self.reservations.iter() {
+            if r.status != ReservationStatus::Held {
+                continue;
+            }
+            let complete = r.stock_points().iter().all(|sp| {
+                self.inventory(*sp)
+                    .is_some_and(|inv| inv.find_hold(r.id).is_some())
+            });
+            if !complete {
+                settled.push(r.id);
+                let event = if r.expires_at <= now {
+                    ReservationEvent::Expired { id: r.id }
+                } else {
+                    ReservationEvent::Released { id: r.id }
+                };
+                events.push(Event::Reservation { at: now, event });
+            }
+        }
+        for inventory in &self.inventories {
+            for hold in inventory.holds() {
+                let live = self
+                    .reservations
+                    .get(hold.reservation)
+                    .is_some_and(|r| r.status == ReservationStatus::Held && !settled.contains(&r.id));
+                if !live {
+                    events.push(Event::Stock {
+                        stock_point: inventory.id,
+                        at: now,
+                        event: StockEvent::HoldReleased {
+                            reservation: hold.reservation,
+                            reason: ReleaseReason::RolledBack,
+                        },
+                    });
+                }
+            }
+            for (order, lines) in inventory.allocations() {
+                if !self.orders.contains_key(&order) {
+                    events.push(Event::Stock {
+                        stock_point: inventory.id,
+                        at: now,
+                        event: StockEvent::AllocationReleased {
+                            order,
+                            lines: lines.to_vec(),
+                        },
+                    });
+                }
+            }
+        }
+        events.sort_by_key(|e| matches!(e, Event::Reservation { .. }));
+        events
     }
 
     /// Checks every inventory's books; for tests and for recovery's self-check.

@@ -1,0 +1,43 @@
+//! Waiting for answers, always with a timeout: a missing answer is "outcome unknown", which an
+//! idempotent retry resolves.
+
+use std::time::Duration;
+
+use conductor_engine::state::Event;
+use tokio::sync::oneshot;
+
+use crate::error::{Answer, CommandError};
+use crate::stock_point::{reply, Reply};
+use crate::Log;
+
+/// How long any caller waits for an actor's answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends with `send`, handing it a reply; waits for the reply at most [`CALL_TIMEOUT`].
+pub async fn ask<T: Send + 'static>(
+    send: impl FnOnce(Reply<Answer<T>>) -> Result<(), CommandError>,
+) -> Answer<T> {
+    let (tx, rx) = oneshot::channel();
+    send(reply(move |answer| {
+        // The asker may have timed out and gone; nobody to tell then.
+        let _ = tx.send(answer);
+    }))?;
+    match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(CommandError::Unavailable("the actor stopped before answering".into())),
+        Err(_) => Err(CommandError::Timeout),
+    }
+}
+
+/// Appends events to the log and waits until they are durable.
+pub async fn log_durably(log: &Log, events: Vec<Event>) -> Result<(), CommandError> {
+    let (tx, rx) = oneshot::channel();
+    log.try_append(events, move |r| {
+        let _ = tx.send(r.map(|_| ()).map_err(CommandError::from));
+    })?;
+    match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(CommandError::LogFailed("the log stopped before answering".into())),
+        Err(_) => Err(CommandError::Timeout),
+    }
+}

@@ -1,0 +1,734 @@
+//! The in-process handle on the whole live system, and its start (recovery) and stop.
+//!
+//! Start: open the log, restore the last snapshot and replay the rest into one engine
+//! [`State`], settle what a crash left half done ([`State::reconcile`]), save a fresh snapshot
+//! and compact, then hand each actor its piece. Stop: refuse new work, let the actors drain,
+//! flush the log.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conductor_engine::checkout::ReserveRequest;
+use conductor_engine::hash::FxHashMap;
+use conductor_engine::ids::{Code, IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
+use conductor_engine::inventory::{AdjustReason, Adjustment, Incoming, StockPointInventory};
+use conductor_engine::network::StockPoint;
+use conductor_engine::order::{FulfilmentStatus, Order};
+use conductor_engine::reservation::Reservation;
+use conductor_engine::returns::{ReturnLine, ReturnPolicy, ReturnRecord};
+use conductor_engine::sourcing::{Rule, RuleSet};
+use conductor_engine::state::{Event, State};
+use conductor_engine::time::Timestamp;
+use conductor_persistence::{Recover, Seq, SnapshotView, Wal, WalConfig, WalError, WalStats};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tracing::{error, info, warn};
+
+use crate::board::Board;
+use crate::call::{ask, CALL_TIMEOUT};
+use crate::clock::{Clock, SystemClock};
+use crate::directory::{Directory, Handle};
+use crate::error::{invalid, Answer, CommandError};
+use crate::mailbox::Gate;
+use crate::orchestrator::{Downstream, OrchestratorArgs, OrchestratorMsg, StockPointSpec};
+use crate::orders::{DeskArgs, DeskMsg, OrderContext, OrderDesk, OrderMsg};
+use crate::stock_point::{Durable, StockCommand, StockPointActor, StockPointArgs, StockPointMsg};
+use crate::warehouse::{Task, WarehouseActor, WarehouseArgs, WarehouseMsg, WorkerConfig};
+use crate::Log;
+
+/// Restarts allowed per stock point within [`RESTART_WINDOW`] before it is left down.
+pub const RESTARTS_MAX: usize = 5;
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// The snapshot key of the whole state.
+const STATE_SNAPSHOT: &str = "state";
+
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub wal: WalConfig,
+    /// How long a confirmed order waits before its fulfilments are released (the wave).
+    pub wave_window: Duration,
+    /// Simulated warehouse workers; `None` means tasks wait for staff.
+    pub workers: Option<WorkerConfig>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            wal: WalConfig::default(),
+            wave_window: Duration::from_millis(500),
+            workers: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("write-ahead log: {0}")]
+    Log(#[from] WalError),
+    #[error("actor failed to start: {0}")]
+    Spawn(String),
+}
+
+/// Recovery's target: the whole state, from a snapshot and the records after it.
+#[derive(Default)]
+struct Rebuild {
+    state: State,
+    covered: Seq,
+}
+
+impl Recover<Event> for Rebuild {
+    fn restore(&mut self, snapshot: SnapshotView<'_>) -> Result<(), WalError> {
+        if snapshot.key() == STATE_SNAPSHOT {
+            self.state = snapshot.decode()?;
+            self.state.after_decode();
+            self.covered = snapshot.covered();
+        }
+        Ok(())
+    }
+
+    fn replay(&mut self, seq: Seq, event: Event) {
+        if seq > self.covered {
+            self.state.apply(&event);
+        }
+    }
+}
+
+/// What the actors share with the handle.
+struct Shared {
+    board: Arc<Board>,
+    stock_points: Arc<Directory<StockPointMsg>>,
+    warehouses: Arc<Directory<WarehouseMsg>>,
+    orchestrator: Mutex<Option<ActorRef<OrchestratorMsg>>>,
+    orchestrator_gate: Gate,
+    desk: Mutex<Option<ActorRef<DeskMsg>>>,
+    log: Log,
+    clock: Arc<dyn Clock>,
+    workers: Option<WorkerConfig>,
+    /// The durable inventory of each stock point, kept by the log's acknowledgements, from
+    /// which a crashed stock point actor restarts.
+    durable: Mutex<FxHashMap<StockPointId, Arc<Durable>>>,
+    supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
+    restarts: AtomicU64,
+}
+
+/// The in-process API: every operation of the HTTP contract, for the gateway and the harness.
+#[derive(Clone)]
+pub struct Conductor {
+    shared: Arc<Shared>,
+    wal: Arc<Mutex<Option<Wal<Event>>>>,
+    accepting: Arc<AtomicBool>,
+    root: ActorCell,
+}
+
+pub struct Recovered {
+    pub events: u64,
+    pub records: u64,
+    pub settled: usize,
+    pub elapsed: Duration,
+}
+
+impl Conductor {
+    pub async fn start(config: Config) -> Result<(Conductor, Recovered), StartError> {
+        let started = Instant::now();
+        let dir = config.data_dir.clone();
+        let wal_config = config.wal.clone();
+        // Opening and replaying read the disk: off the runtime's worker threads.
+        let (wal, mut rebuild, report) = tokio::task::spawn_blocking(move || -> Result<_, WalError> {
+            let wal = Wal::<Event>::open(&dir, wal_config)?;
+            let mut rebuild = Rebuild::default();
+            let report = wal.recover(&mut rebuild)?;
+            Ok((wal, rebuild, report))
+        })
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))??;
+        let log = wal.appender();
+        let now = config.clock.now();
+        let settle = rebuild.state.reconcile(now);
+        let settled = settle.len();
+        if !settle.is_empty() {
+            warn!(events = settled, "settling operations a crash left half done");
+            let events = settle.clone();
+            let appender = log.clone();
+            tokio::task::spawn_blocking(move || appender.append_and_wait(events))
+                .await
+                .map_err(|e| StartError::Spawn(e.to_string()))??;
+            for event in &settle {
+                rebuild.state.apply(event);
+            }
+        }
+        let state = rebuild.state;
+        if let Err(problem) = state.audit() {
+            error!(%problem, "recovered state fails its audit");
+        }
+        // A fresh snapshot bounds the next recovery to what happens from now on.
+        let last = log.stats().durable_seq;
+        let snapshot_state = state.clone();
+        let wal = tokio::task::spawn_blocking(move || -> Result<Wal<Event>, WalError> {
+            wal.save_snapshot(STATE_SNAPSHOT, last, &snapshot_state)?;
+            wal.compact()?;
+            Ok(wal)
+        })
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))??;
+        info!(
+            records = report.records,
+            events = report.events,
+            settled,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered"
+        );
+
+        let board = Arc::new(Board::default());
+        for (id, code) in state.skus.iter() {
+            board.define_sku(SkuId(id), code.clone());
+        }
+        let shared = Arc::new(Shared {
+            board: board.clone(),
+            stock_points: Arc::new(Directory::default()),
+            warehouses: Arc::new(Directory::default()),
+            orchestrator: Mutex::new(None),
+            orchestrator_gate: Gate::default(),
+            desk: Mutex::new(None),
+            log: log.clone(),
+            clock: config.clock.clone(),
+            workers: config.workers,
+            durable: Mutex::new(FxHashMap::default()),
+            supervisor: Mutex::new(None),
+            restarts: AtomicU64::new(0),
+        });
+        let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
+            .await
+            .map_err(|e| StartError::Spawn(e.to_string()))?;
+        *lock(&shared.supervisor) = Some(supervisor.clone());
+        for inventory in &state.inventories {
+            start_stock_point(&shared, &supervisor, inventory.clone())
+                .await
+                .map_err(|e| StartError::Spawn(e.to_string()))?;
+        }
+        let downstream: Arc<dyn Downstream> = Arc::new(Forward { shared: Arc::downgrade(&shared) });
+        let (orchestrator, _) = Actor::spawn_linked(
+            None,
+            crate::orchestrator::Orchestrator,
+            OrchestratorArgs {
+                skus: state.skus.clone(),
+                network: state.network.clone(),
+                rules: state.rules.clone(),
+                book: state.reservations.clone(),
+                next: state.next,
+                board,
+                directory: shared.stock_points.clone(),
+                log: log.clone(),
+                clock: config.clock.clone(),
+                downstream,
+            },
+            supervisor.get_cell(),
+        )
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        *lock(&shared.orchestrator) = Some(orchestrator.clone());
+        let context = OrderContext {
+            stock_points: shared.stock_points.clone(),
+            warehouses: shared.warehouses.clone(),
+            orchestrator,
+            log: log.clone(),
+            clock: config.clock.clone(),
+            wave_window: config.wave_window,
+        };
+        let (desk, _) = Actor::spawn_linked(
+            None,
+            OrderDesk,
+            DeskArgs {
+                context,
+                orders: state.orders.clone(),
+                returns: state.returns.clone(),
+                next_return: state.next.ret,
+                network: state.network.clone(),
+                policy: ReturnPolicy::default(),
+            },
+            supervisor.get_cell(),
+        )
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        *lock(&shared.desk) = Some(desk.clone());
+        for sp in state.network.iter() {
+            let released = released_at(&state.orders, sp.id);
+            start_warehouse(&shared, &supervisor, sp.id, released)
+                .await
+                .map_err(|e| StartError::Spawn(e.to_string()))?;
+        }
+        // Orders confirmed but not yet released are released after the wave window.
+        for order in state.orders.values() {
+            if order.fulfilments.iter().any(|f| f.status == FulfilmentStatus::Allocated) {
+                let _ = desk.send_message(DeskMsg::ToOrder(order.id, OrderMsg::Release));
+            }
+        }
+        let conductor = Conductor {
+            shared,
+            wal: Arc::new(Mutex::new(Some(wal))),
+            accepting: Arc::new(AtomicBool::new(true)),
+            root: supervisor.get_cell(),
+        };
+        Ok((
+            conductor,
+            Recovered {
+                events: report.events,
+                records: report.records,
+                settled,
+                elapsed: started.elapsed(),
+            },
+        ))
+    }
+
+    fn accepting(&self) -> Result<(), CommandError> {
+        if self.accepting.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(CommandError::Unavailable("shutting down".into()))
+        }
+    }
+
+    fn orchestrator(&self) -> Result<ActorRef<OrchestratorMsg>, CommandError> {
+        lock(&self.shared.orchestrator)
+            .clone()
+            .ok_or_else(|| CommandError::Unavailable("orchestrator stopped".into()))
+    }
+
+    fn desk(&self) -> Result<ActorRef<DeskMsg>, CommandError> {
+        lock(&self.shared.desk)
+            .clone()
+            .ok_or_else(|| CommandError::Unavailable("order desk stopped".into()))
+    }
+
+    async fn to_orchestrator<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(crate::stock_point::Reply<Answer<T>>) -> OrchestratorMsg,
+    ) -> Answer<T> {
+        self.accepting()?;
+        let orchestrator = self.orchestrator()?;
+        ask(|answer| {
+            orchestrator
+                .send_message(message(answer))
+                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
+        })
+        .await
+    }
+
+    async fn orchestrator_query<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(ractor::RpcReplyPort<T>) -> OrchestratorMsg,
+    ) -> Result<T, CommandError> {
+        let orchestrator = self.orchestrator()?;
+        match orchestrator.call(message, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
+            _ => Err(CommandError::Unavailable("orchestrator stopped".into())),
+        }
+    }
+
+    pub fn board(&self) -> &Arc<Board> {
+        &self.shared.board
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    // --- checkout ---------------------------------------------------------------------------
+
+    pub async fn reserve(&self, request: ReserveRequest) -> Answer<Reservation> {
+        if let Err(e) = request.validate() {
+            return Ok(Err(invalid(e.field, e.message)));
+        }
+        self.accepting()?;
+        let orchestrator = self.orchestrator()?;
+        let gate = self.shared.orchestrator_gate.clone();
+        ask(|answer| {
+            let ticket = gate.ticket()?;
+            orchestrator
+                .send_message(OrchestratorMsg::Reserve { request, answer, ticket })
+                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
+        })
+        .await
+    }
+
+    pub async fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, CommandError> {
+        self.orchestrator_query(|reply| OrchestratorMsg::Get(id, reply)).await
+    }
+
+    pub async fn release(&self, id: ReservationId) -> Answer<()> {
+        let gate = self.shared.orchestrator_gate.clone();
+        self.accepting()?;
+        let orchestrator = self.orchestrator()?;
+        ask(|answer| {
+            let ticket = gate.ticket()?;
+            orchestrator
+                .send_message(OrchestratorMsg::Release { id, answer, ticket })
+                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
+        })
+        .await
+    }
+
+    pub async fn confirm(&self, id: ReservationId, customer_ref: Option<String>) -> Answer<Order> {
+        let gate = self.shared.orchestrator_gate.clone();
+        self.accepting()?;
+        let orchestrator = self.orchestrator()?;
+        ask(|answer| {
+            let ticket = gate.ticket()?;
+            orchestrator
+                .send_message(OrchestratorMsg::Confirm { id, customer_ref, answer, ticket })
+                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
+        })
+        .await
+    }
+
+    /// Reserve and confirm in one step. If the confirmation fails, the hold is released.
+    pub async fn place_order(&self, request: ReserveRequest) -> Answer<Order> {
+        let customer_ref = request.customer_ref.clone();
+        let reservation = match self.reserve(request).await? {
+            Ok(r) => r,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let confirmed = self.confirm(reservation.id, customer_ref).await;
+        if !matches!(confirmed, Ok(Ok(_))) {
+            let _ = self.release(reservation.id).await;
+        }
+        confirmed
+    }
+
+    pub async fn order(&self, id: OrderId) -> Result<Option<Order>, CommandError> {
+        let desk = self.desk()?;
+        match desk.call(|reply| DeskMsg::Get(id, reply), Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(order)) => Ok(order),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
+            _ => Err(CommandError::Unavailable("order desk stopped".into())),
+        }
+    }
+
+    pub async fn cancel_order(&self, id: OrderId) -> Answer<Order> {
+        self.accepting()?;
+        let desk = self.desk()?;
+        ask(|answer| {
+            desk.send_message(DeskMsg::ToOrder(id, OrderMsg::Cancel { answer }))
+                .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
+        })
+        .await
+    }
+
+    pub async fn open_return(&self, order: OrderId, lines: Vec<ReturnLine>, drop_off: Option<StockPointId>) -> Answer<ReturnRecord> {
+        self.accepting()?;
+        let desk = self.desk()?;
+        ask(|answer| {
+            desk.send_message(DeskMsg::OpenReturn { order, lines, drop_off, answer })
+                .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
+        })
+        .await
+    }
+
+    pub async fn receive_return(&self, ret: ReturnId) -> Answer<ReturnRecord> {
+        self.accepting()?;
+        let desk = self.desk()?;
+        ask(|answer| {
+            desk.send_message(DeskMsg::ReceiveReturn { ret, answer })
+                .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
+        })
+        .await
+    }
+
+    pub async fn return_record(&self, ret: ReturnId) -> Result<Option<ReturnRecord>, CommandError> {
+        let desk = self.desk()?;
+        match desk.call(|reply| DeskMsg::GetReturn(ret, reply), Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(record)) => Ok(record),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
+            _ => Err(CommandError::Unavailable("order desk stopped".into())),
+        }
+    }
+
+    // --- network and inventory (admin) ------------------------------------------------------
+
+    pub async fn put_stock_point(&self, spec: StockPointSpec) -> Answer<StockPoint> {
+        self.to_orchestrator(|answer| OrchestratorMsg::PutStockPoint { stock_point: Box::new(spec), answer }).await
+    }
+
+    pub async fn stock_points(&self) -> Result<Vec<StockPoint>, CommandError> {
+        self.orchestrator_query(OrchestratorMsg::ListStockPoints).await
+    }
+
+    pub async fn stock_point_id(&self, code: &str) -> Result<Option<StockPointId>, CommandError> {
+        Ok(self.stock_points().await?.into_iter().find(|sp| sp.code.as_str() == code).map(|sp| sp.id))
+    }
+
+    /// Interns SKU codes, defining new ones durably.
+    pub async fn define_skus(&self, codes: Vec<Code>) -> Answer<Vec<SkuId>> {
+        self.to_orchestrator(|answer| OrchestratorMsg::DefineSkus { codes, answer }).await
+    }
+
+    async fn stock(&self, sp: StockPointId, command: StockCommand) -> Answer<()> {
+        self.accepting()?;
+        let stock_points = self.shared.stock_points.clone();
+        ask(|answer| stock_points.send(sp, |ticket| StockPointMsg::Command { command, answer, ticket })).await
+    }
+
+    pub async fn adjust(&self, sp: StockPointId, sku: SkuId, adjustment: Adjustment, reason: AdjustReason) -> Answer<()> {
+        self.stock(sp, StockCommand::Adjust { sku, adjustment, reason }).await
+    }
+
+    pub async fn set_safety_stock(&self, sp: StockPointId, sku: SkuId, qty: Qty) -> Answer<()> {
+        self.stock(sp, StockCommand::SafetyStock { sku, qty }).await
+    }
+
+    pub async fn set_non_sellable(&self, sp: StockPointId, sku: SkuId, qty: Qty) -> Answer<()> {
+        self.stock(sp, StockCommand::NonSellable { sku, qty }).await
+    }
+
+    pub async fn expect_incoming(&self, sp: StockPointId, sku: SkuId, qty: Qty, eta: Timestamp) -> Answer<Incoming> {
+        self.to_orchestrator(|answer| OrchestratorMsg::ExpectIncoming { stock_point: sp, sku, qty, eta, answer }).await
+    }
+
+    pub async fn receive(&self, sp: StockPointId, sku: SkuId, qty: Qty, incoming: Option<IncomingId>) -> Answer<()> {
+        self.stock(sp, StockCommand::Receive { sku, qty, incoming }).await
+    }
+
+    pub async fn set_customer_limit(&self, sku: SkuId, max_per_customer: Option<Qty>) -> Answer<()> {
+        self.to_orchestrator(|answer| OrchestratorMsg::SetCustomerLimit { sku, max_per_customer, answer }).await
+    }
+
+    pub async fn put_rules(&self, rules: Vec<Rule>) -> Answer<RuleSet> {
+        self.to_orchestrator(|answer| OrchestratorMsg::PutRules { rules, answer }).await
+    }
+
+    pub async fn rules(&self) -> Result<RuleSet, CommandError> {
+        self.orchestrator_query(OrchestratorMsg::GetRules).await
+    }
+
+    /// A copy of one stock point's live inventory (tests and diagnostics).
+    pub async fn inventory(&self, sp: StockPointId) -> Result<StockPointInventory, CommandError> {
+        let handle = self
+            .shared
+            .stock_points
+            .get(sp)
+            .ok_or_else(|| CommandError::Unavailable(format!("stock point {sp:?} is down")))?;
+        match handle.actor.call(StockPointMsg::Inspect, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(inventory)) => Ok(inventory),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
+            _ => Err(CommandError::Unavailable(format!("stock point {sp:?} stopped"))),
+        }
+    }
+
+    // --- warehouse (fulfilment) -------------------------------------------------------------
+
+    pub async fn tasks(&self, sp: StockPointId, open_only: bool) -> Result<Vec<Task>, CommandError> {
+        let handle = self
+            .shared
+            .warehouses
+            .get(sp)
+            .ok_or_else(|| CommandError::Unavailable(format!("warehouse {sp:?} is down")))?;
+        match handle.actor.call(|reply| WarehouseMsg::Tasks { open_only, reply }, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(tasks)) => Ok(tasks),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
+            _ => Err(CommandError::Unavailable(format!("warehouse {sp:?} stopped"))),
+        }
+    }
+
+    /// Completes a task at stock point `sp` (the caller's key must be bound to it).
+    pub async fn complete_task(&self, sp: StockPointId, task: String, qty: Option<Qty>) -> Answer<Task> {
+        self.accepting()?;
+        let warehouses = self.shared.warehouses.clone();
+        ask(|answer| warehouses.send(sp, |ticket| WarehouseMsg::Complete { task, qty, answer, ticket })).await
+    }
+
+    // --- operations -------------------------------------------------------------------------
+
+    pub fn log_stats(&self) -> WalStats {
+        self.shared.log.stats()
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
+    }
+
+    pub fn deepest_mailbox(&self) -> usize {
+        self.shared.stock_points.deepest_mailbox().max(self.shared.orchestrator_gate.depth())
+    }
+
+    /// Test hook: makes a stock point actor panic, to exercise supervision.
+    pub fn crash_stock_point(&self, sp: StockPointId) {
+        if let Some(handle) = self.shared.stock_points.get(sp) {
+            let _ = handle.actor.send_message(StockPointMsg::Crash);
+        }
+    }
+
+    /// Refuses new work, lets in-flight work finish, stops the actors and closes the log (which
+    /// writes and flushes everything queued).
+    pub async fn shutdown(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        // In-flight commands finish within a call timeout; most within one fsync.
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while self.deepest_mailbox() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.root.stop_children_and_wait(None, Some(CALL_TIMEOUT)).await;
+        self.root.stop(None);
+        let wal = lock(&self.wal).take();
+        if let Some(wal) = wal {
+            // close() joins the writer thread after its final flush: off the runtime.
+            let _ = tokio::task::spawn_blocking(move || wal.close()).await;
+        }
+        info!("stopped");
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn released_at(orders: &FxHashMap<OrderId, Order>, sp: StockPointId) -> Vec<(OrderId, conductor_engine::order::Fulfilment)> {
+    let mut out: Vec<_> = orders
+        .values()
+        .flat_map(|o| o.fulfilments.iter().map(move |f| (o.id, f)))
+        .filter(|(_, f)| {
+            f.stock_point == sp
+                && matches!(
+                    f.status,
+                    FulfilmentStatus::Released | FulfilmentStatus::Picking | FulfilmentStatus::Picked | FulfilmentStatus::Packed
+                )
+        })
+        .map(|(o, f)| (o, f.clone()))
+        .collect();
+    out.sort_by_key(|(_, f)| f.id);
+    out
+}
+
+/// Starts (or restarts) a stock point actor, linked to the supervisor, and records it.
+async fn start_stock_point(shared: &Arc<Shared>, supervisor: &ActorRef<SupervisorMsg>, inventory: StockPointInventory) -> Result<(), ractor::SpawnErr> {
+    let id = inventory.id;
+    let durable = lock(&shared.durable)
+        .entry(id)
+        .or_insert_with(|| Arc::new(Durable::new(inventory.clone())))
+        .clone();
+    let args = StockPointArgs {
+        inventory,
+        board: shared.board.clone(),
+        log: shared.log.clone(),
+        clock: shared.clock.clone(),
+        durable,
+    };
+    let (actor, _) = Actor::spawn_linked(None, StockPointActor, args, supervisor.get_cell()).await?;
+    shared.stock_points.set(id, Some(Handle { actor, gate: Gate::default() }));
+    Ok(())
+}
+
+async fn start_warehouse(shared: &Arc<Shared>, supervisor: &ActorRef<SupervisorMsg>, sp: StockPointId, released: Vec<(OrderId, conductor_engine::order::Fulfilment)>) -> Result<(), ractor::SpawnErr> {
+    let Some(desk) = lock(&shared.desk).clone() else { return Ok(()) };
+    let args = WarehouseArgs {
+        stock_point: sp,
+        desk,
+        released,
+        workers: shared.workers,
+    };
+    let (actor, _) = Actor::spawn_linked(None, WarehouseActor, args, supervisor.get_cell()).await?;
+    shared.warehouses.set(sp, Some(Handle { actor, gate: Gate::default() }));
+    Ok(())
+}
+
+/// Routes the orchestrator's news to the supervisor and the order desk.
+struct Forward {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Downstream for Forward {
+    fn stock_point_added(&self, stock_point: &StockPoint) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let supervisor = lock(&shared.supervisor).clone();
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.send_message(SupervisorMsg::Add(stock_point.id));
+        }
+        let desk = lock(&shared.desk).clone();
+        if let Some(desk) = desk {
+            let _ = desk.send_message(DeskMsg::StockPointAdded(Box::new(stock_point.clone())));
+        }
+    }
+
+    fn order_confirmed(&self, order: Order) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let desk = lock(&shared.desk).clone();
+        if let Some(desk) = desk {
+            let _ = desk.send_message(DeskMsg::Start(order));
+        }
+    }
+}
+
+pub enum SupervisorMsg {
+    Add(StockPointId),
+}
+
+/// The root of the tree. It restarts a failed stock point actor from its durable inventory
+/// (at most [`RESTARTS_MAX`] times in [`RESTART_WINDOW`], then leaves it down so that it takes
+/// no writes), and logs and counts every failure.
+struct Supervisor;
+
+struct SupervisorState {
+    shared: Arc<Shared>,
+    restarts: FxHashMap<StockPointId, Vec<Instant>>,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(&self, _: ActorRef<SupervisorMsg>, shared: Arc<Shared>) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState { shared, restarts: FxHashMap::default() })
+    }
+
+    async fn handle(&self, myself: ActorRef<SupervisorMsg>, message: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Add(id) => {
+                start_stock_point(&state.shared, &myself, StockPointInventory::new(id)).await?;
+                start_warehouse(&state.shared, &myself, id, Vec::new()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        // The default would stop the supervisor, and with it the whole system, when a child fails.
+        let SupervisionEvent::ActorFailed(cell, reason) = event else { return Ok(()) };
+        state.shared.restarts.fetch_add(1, Ordering::Relaxed);
+        let failed = state
+            .shared
+            .stock_points
+            .all()
+            .into_iter()
+            .find(|(_, h)| h.actor.get_id() == cell.get_id())
+            .map(|(id, _)| id);
+        let Some(id) = failed else {
+            error!(actor = ?cell.get_id(), %reason, "actor failed; it is not restarted");
+            return Ok(());
+        };
+        state.shared.stock_points.set(id, None);
+        let recent = state.restarts.entry(id).or_default();
+        recent.retain(|at| at.elapsed() < RESTART_WINDOW);
+        if recent.len() >= RESTARTS_MAX {
+            error!(stock_point = ?id, %reason, "stock point failed too often; it stays down and takes no writes");
+            return Ok(());
+        }
+        recent.push(Instant::now());
+        error!(stock_point = ?id, %reason, "stock point failed; restarting from its durable state");
+        let durable = lock(&state.shared.durable).get(&id).cloned();
+        let Some(durable) = durable else { return Ok(()) };
+        // Events the failed actor logged are still on their way to disk: wait until each has
+        // been acknowledged into the durable copy.
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while durable.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let inventory = lock(&durable.inventory).clone();
+        start_stock_point(&state.shared, &myself, inventory).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,893 @@
+//! The orchestrator: plans reservations with the sourcing rules against the board, places the
+//! holds at the stock points of the plan, re-plans when a hold loses a race, and rolls back
+//! partial holds so that a failed reservation leaves nothing behind. It also confirms
+//! reservations into orders, expires reservations, re-sources short picks, and owns the
+//! network, the SKU catalog, the rules and the flash-sale limits.
+//!
+//! Nothing here waits inside a handler: answers from stock points and from the log come back
+//! as messages (or go straight to the caller from the log's thread).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_engine::checkout::{self, CheckoutContext, LineShortage, Prepared, ReserveRequest};
+use conductor_engine::hash::FxHashMap;
+use conductor_engine::ids::{Code, FulfilmentId, Interner, OrderId, Qty, ReservationId, SkuId, StockPointId};
+use conductor_engine::inventory::{Incoming, ReleaseReason, StockLine};
+use conductor_engine::network::{Network, StockPoint};
+use conductor_engine::order::{Order, OrderEvent, ResourceRequest};
+use conductor_engine::reservation::{Reservation, ReservationBook, ReservationEvent, ReservationStatus};
+use conductor_engine::sourcing::{
+    plan, CompiledRuleSet, PlanLine, PlanOptions, PlanOutcome, PlanRequest, Rule, RuleSet,
+};
+use conductor_engine::state::{Event, NextIds};
+use conductor_engine::time::Timestamp;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{debug, warn};
+
+use crate::board::Board;
+use crate::clock::Clock;
+use crate::directory::Directory;
+use crate::error::{invalid, Answer, CommandError, Refusal};
+use crate::mailbox::Ticket;
+use crate::stock_point::{reply, HoldAnswer, Reply, StockCommand, StockPointMsg};
+use crate::Log;
+
+/// Plans tried for one reservation before answering "insufficient": a hold that loses a race
+/// makes the orchestrator re-plan against the updated board.
+pub const RESERVE_ATTEMPTS_MAX: u32 = 3;
+/// Reservations expired per timer tick; the rest wait for the next tick.
+pub const EXPIRIES_PER_TICK_MAX: usize = 4_096;
+
+pub enum OrchestratorMsg {
+    Reserve {
+        request: ReserveRequest,
+        answer: Reply<Answer<Reservation>>,
+        ticket: Ticket,
+    },
+    Release {
+        id: ReservationId,
+        answer: Reply<Answer<()>>,
+        ticket: Ticket,
+    },
+    Confirm {
+        id: ReservationId,
+        customer_ref: Option<String>,
+        answer: Reply<Answer<Order>>,
+        ticket: Ticket,
+    },
+    Get(ReservationId, RpcReplyPort<Option<Reservation>>),
+    /// Re-sources the missing units of a short pick; answers the new allocations, each with
+    /// the id of the fulfilment it becomes.
+    Resource {
+        request: ResourceRequest,
+        answer: Reply<Answer<Vec<(FulfilmentId, StockPointId, Qty)>>>,
+    },
+    PutStockPoint {
+        stock_point: Box<StockPointSpec>,
+        answer: Reply<Answer<StockPoint>>,
+    },
+    ListStockPoints(RpcReplyPort<Vec<StockPoint>>),
+    /// Interns SKU codes, defining new ones durably; answers their ids in order.
+    DefineSkus {
+        codes: Vec<Code>,
+        answer: Reply<Answer<Vec<SkuId>>>,
+    },
+    PutRules {
+        rules: Vec<Rule>,
+        answer: Reply<Answer<RuleSet>>,
+    },
+    GetRules(RpcReplyPort<RuleSet>),
+    SetCustomerLimit {
+        sku: SkuId,
+        max_per_customer: Option<Qty>,
+        answer: Reply<Answer<()>>,
+    },
+    ExpectIncoming {
+        stock_point: StockPointId,
+        sku: SkuId,
+        qty: Qty,
+        eta: Timestamp,
+        answer: Reply<Answer<Incoming>>,
+    },
+    NextIds(RpcReplyPort<NextIds>),
+    // Answers coming back from stock points and the log.
+    HoldAnswered {
+        id: ReservationId,
+        stock_point: StockPointId,
+        answer: HoldAnswer,
+    },
+    ReservationDurable {
+        id: ReservationId,
+        result: Result<(), CommandError>,
+    },
+    AllocationAnswered {
+        id: ReservationId,
+        stock_point: StockPointId,
+        result: Answer<()>,
+    },
+    ConfirmDurable {
+        id: ReservationId,
+        result: Result<(), CommandError>,
+    },
+    ExpireDue,
+}
+
+/// What an operator says about a stock point; the orchestrator gives it its id.
+#[derive(Clone, Debug)]
+pub struct StockPointSpec {
+    pub code: Code,
+    pub kind: conductor_engine::network::StockPointKind,
+    pub name: String,
+    pub location: conductor_engine::network::Location,
+    pub priority: u32,
+    pub channels: Vec<conductor_engine::network::Channel>,
+    pub capabilities: Vec<conductor_engine::network::Capability>,
+    pub cost_per_shipment: u32,
+    pub tags: Vec<String>,
+}
+
+/// Where new stock points and confirmed orders go.
+pub trait Downstream: Send + Sync + 'static {
+    /// A stock point was defined for the first time: start its actors.
+    fn stock_point_added(&self, stock_point: &StockPoint);
+    /// An order was confirmed and is durable: start its lifecycle.
+    fn order_confirmed(&self, order: Order);
+}
+
+pub struct OrchestratorArgs {
+    pub skus: Interner,
+    pub network: Network,
+    pub rules: RuleSet,
+    pub book: ReservationBook,
+    pub next: NextIds,
+    pub board: Arc<Board>,
+    pub directory: Arc<Directory<StockPointMsg>>,
+    pub log: Log,
+    pub clock: Arc<dyn Clock>,
+    pub downstream: Arc<dyn Downstream>,
+}
+
+/// A reservation being placed: its holds are out at the stock points.
+struct Pending {
+    request: ReserveRequest,
+    reservation: Box<Reservation>,
+    attempt: u32,
+    /// Stock points yet to answer.
+    outstanding: Vec<StockPointId>,
+    placed: Vec<StockPointId>,
+    shortages: Vec<LineShortage>,
+    failure: Option<CommandError>,
+    answer: Reply<Answer<Reservation>>,
+}
+
+/// A confirmation in progress: allocations are out at the stock points.
+struct Confirming {
+    order: Order,
+    created: OrderEvent,
+    outstanding: Vec<StockPointId>,
+    allocated: Vec<StockPointId>,
+    refused: Option<Refusal>,
+    failure: Option<CommandError>,
+    /// Whether the stock point logs the confirmation in its record (single stock point).
+    logged_with_allocation: bool,
+    answer: Reply<Answer<Order>>,
+}
+
+pub struct Orchestrator;
+
+pub struct OrchestratorState {
+    skus: Interner,
+    network: Network,
+    rules: RuleSet,
+    compiled: CompiledRuleSet,
+    book: ReservationBook,
+    next: NextIds,
+    board: Arc<Board>,
+    directory: Arc<Directory<StockPointMsg>>,
+    log: Log,
+    clock: Arc<dyn Clock>,
+    downstream: Arc<dyn Downstream>,
+    pending: FxHashMap<ReservationId, Pending>,
+    confirming: FxHashMap<ReservationId, Confirming>,
+    armed: Option<Timestamp>,
+}
+
+impl Actor for Orchestrator {
+    type Msg = OrchestratorMsg;
+    type State = OrchestratorState;
+    type Arguments = OrchestratorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        args: OrchestratorArgs,
+    ) -> Result<OrchestratorState, ActorProcessingErr> {
+        let compiled = args.rules.compile(&args.network).or_else(|error| {
+            // Rules valid when set stay valid: stock points are never removed. Fall back to the
+            // default rather than refuse to start.
+            warn!(%error, "stored rules do not compile; using the default rules");
+            RuleSet::default().compile(&args.network)
+        })?;
+        let mut state = OrchestratorState {
+            skus: args.skus,
+            network: args.network,
+            rules: args.rules,
+            compiled,
+            book: args.book,
+            next: args.next,
+            board: args.board,
+            directory: args.directory,
+            log: args.log,
+            clock: args.clock,
+            downstream: args.downstream,
+            pending: FxHashMap::default(),
+            confirming: FxHashMap::default(),
+            armed: None,
+        };
+        state.arm(&myself);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        message: OrchestratorMsg,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            OrchestratorMsg::Reserve {
+                request,
+                answer,
+                ticket,
+            } => {
+                drop(ticket);
+                let id = ReservationId(state.next.reservation);
+                state.next.reservation += 1;
+                state.start_reserve(&myself, id, request, 1, answer);
+            }
+            OrchestratorMsg::HoldAnswered {
+                id,
+                stock_point,
+                answer,
+            } => state.hold_answered(&myself, id, stock_point, answer),
+            OrchestratorMsg::ReservationDurable { id, result } => {
+                if let Some(pending) = state.pending.remove(&id) {
+                    match result {
+                        Ok(()) => {
+                            let reservation = pending.reservation.clone();
+                            state.book.apply(&ReservationEvent::Created(pending.reservation));
+                            (pending.answer)(Ok(Ok(*reservation)));
+                        }
+                        Err(error) => (pending.answer)(Err(error)),
+                    }
+                }
+            }
+            OrchestratorMsg::Release { id, answer, ticket } => {
+                drop(ticket);
+                state.release(id, answer);
+            }
+            OrchestratorMsg::Confirm {
+                id,
+                customer_ref,
+                answer,
+                ticket,
+            } => {
+                drop(ticket);
+                state.start_confirm(&myself, id, customer_ref, answer);
+            }
+            OrchestratorMsg::AllocationAnswered {
+                id,
+                stock_point,
+                result,
+            } => state.allocation_answered(&myself, id, stock_point, result),
+            OrchestratorMsg::ConfirmDurable { id, result } => state.confirm_durable(id, result),
+            OrchestratorMsg::Get(id, reply) => {
+                // The caller may have timed out; nobody to tell then.
+                let _ = reply.send(state.book.get(id).cloned());
+            }
+            OrchestratorMsg::Resource { request, answer } => state.resource(request, answer),
+            OrchestratorMsg::PutStockPoint {
+                stock_point,
+                answer,
+            } => state.put_stock_point(*stock_point, answer),
+            OrchestratorMsg::ListStockPoints(reply) => {
+                let _ = reply.send(state.network.iter().cloned().collect());
+            }
+            OrchestratorMsg::DefineSkus { codes, answer } => state.define_skus(codes, answer),
+            OrchestratorMsg::PutRules { rules, answer } => state.put_rules(rules, answer),
+            OrchestratorMsg::GetRules(reply) => {
+                let _ = reply.send(state.rules.clone());
+            }
+            OrchestratorMsg::SetCustomerLimit {
+                sku,
+                max_per_customer,
+                answer,
+            } => {
+                let event = Event::CustomerLimitSet {
+                    sku,
+                    max_per_customer,
+                };
+                if state.log_then(vec![event], answer_unit(answer)) {
+                    state.book.set_limit(sku, max_per_customer);
+                }
+            }
+            OrchestratorMsg::ExpectIncoming {
+                stock_point,
+                sku,
+                qty,
+                eta,
+                answer,
+            } => {
+                let incoming = Incoming {
+                    id: conductor_engine::ids::IncomingId(state.next.incoming),
+                    qty,
+                    eta,
+                };
+                state.next.incoming += 1;
+                let echo = incoming.clone();
+                let command = StockCommand::Expect { sku, incoming };
+                let sent = state.directory.send(stock_point, |ticket| StockPointMsg::Command {
+                    command,
+                    answer: reply(move |r: Answer<()>| answer(r.map(|r| r.map(|()| echo)))),
+                    ticket,
+                });
+                if let Err(error) = sent {
+                    warn!(%error, "incoming not sent");
+                }
+            }
+            OrchestratorMsg::NextIds(reply) => {
+                let _ = reply.send(state.next);
+            }
+            OrchestratorMsg::ExpireDue => {
+                state.armed = None;
+                state.expire_due();
+            }
+        }
+        state.arm(&myself);
+        Ok(())
+    }
+}
+
+/// Adapts a unit answer to the log's completion.
+fn answer_unit(answer: Reply<Answer<()>>) -> impl FnOnce(Result<(), CommandError>) + Send + 'static {
+    move |r| answer(r.map(Ok))
+}
+
+impl OrchestratorState {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Appends `events`; `done` runs when they are durable. Returns false (and has told
+    /// `done`) when the log refused, in which case the caller must not apply them.
+    fn log_then(
+        &self,
+        events: Vec<Event>,
+        done: impl FnOnce(Result<(), CommandError>) + Send + 'static,
+    ) -> bool {
+        let (for_log, here) = crate::once::split(done);
+        match self
+            .log
+            .try_append(events, move |r| for_log(r.map(|_| ()).map_err(CommandError::from)))
+        {
+            Ok(()) => true,
+            Err(error) => {
+                here(Err(CommandError::from(error)));
+                false
+            }
+        }
+    }
+
+    fn customer_pending_units(&self, customer: &str, sku: SkuId) -> Qty {
+        self.pending
+            .values()
+            .filter(|p| p.reservation.customer_ref.as_deref() == Some(customer))
+            .flat_map(|p| &p.reservation.lines)
+            .filter(|l| l.sku == sku)
+            .map(|l| l.reserved())
+            .sum()
+    }
+
+    fn start_reserve(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        id: ReservationId,
+        request: ReserveRequest,
+        attempt: u32,
+        answer: Reply<Answer<Reservation>>,
+    ) {
+        let now = self.now();
+        let ctx = CheckoutContext {
+            skus: &self.skus,
+            network: &self.network,
+            rules: &self.compiled,
+            view: &*self.board,
+            book: &self.book,
+        };
+        let (reservation, holds) = match checkout::prepare(&ctx, &request, id, now) {
+            Err(error) => return answer(Ok(Err(invalid("pickup_at", error.to_string())))),
+            Ok(Prepared::Insufficient(shortages)) => return answer(Ok(Err(Refusal::Insufficient(shortages)))),
+            Ok(Prepared::LimitExceeded(refusal)) => return answer(Ok(Err(Refusal::LimitExceeded(refusal.to_string())))),
+            Ok(Prepared::Reserve { reservation, holds }) => (reservation, holds),
+        };
+        if let Some(customer) = &request.customer_ref {
+            // Reservations still being placed count against the customer's limit too, so that
+            // concurrent requests cannot slip past it.
+            for line in &reservation.lines {
+                let Some(max) = self.book.limit(line.sku) else { continue };
+                let total = self.book.customer_units(customer, line.sku)
+                    + self.customer_pending_units(customer, line.sku)
+                    + line.reserved();
+                if total > max {
+                    return answer(Ok(Err(Refusal::LimitExceeded(format!(
+                        "at most {max} units of this SKU per customer"
+                    )))));
+                }
+            }
+        }
+        let single = holds.len() == 1;
+        let outstanding: Vec<StockPointId> = holds.iter().map(|(sp, _)| *sp).collect();
+        let created = Event::Reservation {
+            at: now,
+            event: ReservationEvent::Created(reservation.clone()),
+        };
+        self.pending.insert(
+            id,
+            Pending {
+                request,
+                reservation,
+                attempt,
+                outstanding: outstanding.clone(),
+                placed: Vec::new(),
+                shortages: Vec::new(),
+                failure: None,
+                answer,
+            },
+        );
+        for (sp, hold) in holds {
+            // With one stock point the reservation record rides in the hold's log record: one
+            // fsync acknowledges both.
+            let also = if single { vec![created.clone()] } else { Vec::new() };
+            let me = myself.clone();
+            let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
+                request: hold,
+                also,
+                answer: reply(move |answer| {
+                    // The orchestrator stopping means the system is going down; nothing to tell.
+                    let _ = me.send_message(OrchestratorMsg::HoldAnswered {
+                        id,
+                        stock_point: sp,
+                        answer,
+                    });
+                }),
+                ticket,
+            });
+            if let Err(error) = sent {
+                self.hold_answered(myself, id, sp, HoldAnswer::Failed(error));
+            }
+        }
+    }
+
+    fn hold_answered(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        id: ReservationId,
+        stock_point: StockPointId,
+        answer: HoldAnswer,
+    ) {
+        let Some(pending) = self.pending.get_mut(&id) else { return };
+        pending.outstanding.retain(|sp| *sp != stock_point);
+        match answer {
+            HoldAnswer::Placed => pending.placed.push(stock_point),
+            HoldAnswer::Insufficient(shortages) => {
+                for s in shortages {
+                    let sku = self.skus.code(s.sku.0).cloned();
+                    if let Some(sku) = sku {
+                        pending.shortages.push(LineShortage {
+                            sku,
+                            requested: s.requested,
+                            available: s.available,
+                        });
+                    }
+                }
+            }
+            HoldAnswer::Failed(error) => pending.failure = Some(error),
+        }
+        if !pending.outstanding.is_empty() {
+            return;
+        }
+        let Some(pending) = self.pending.remove(&id) else { return };
+        let all_placed = pending.shortages.is_empty() && pending.failure.is_none();
+        if all_placed {
+            if pending.placed.len() == 1 && pending.reservation.stock_points().len() == 1 {
+                // The record was logged with the hold and is durable: done.
+                let reservation = pending.reservation.clone();
+                self.book.apply(&ReservationEvent::Created(pending.reservation));
+                (pending.answer)(Ok(Ok(*reservation)));
+                return;
+            }
+            let event = Event::Reservation {
+                at: self.now(),
+                event: ReservationEvent::Created(pending.reservation.clone()),
+            };
+            let me = myself.clone();
+            self.pending.insert(id, pending);
+            self.log_then(vec![event], move |result| {
+                let _ = me.send_message(OrchestratorMsg::ReservationDurable { id, result });
+            });
+            return;
+        }
+        // Some hold lost: leave nothing behind, then re-plan or answer.
+        for sp in &pending.placed {
+            self.send_release(id, *sp, ReleaseReason::RolledBack);
+        }
+        if let Some(error) = pending.failure {
+            return (pending.answer)(Err(error));
+        }
+        if pending.attempt < RESERVE_ATTEMPTS_MAX {
+            debug!(reservation = %id, attempt = pending.attempt, "hold lost a race; re-planning");
+            let next = ReservationId(self.next.reservation);
+            self.next.reservation += 1;
+            return self.start_reserve(myself, next, pending.request, pending.attempt + 1, pending.answer);
+        }
+        (pending.answer)(Ok(Err(Refusal::Insufficient(pending.shortages))));
+    }
+
+    fn send_release(&self, id: ReservationId, sp: StockPointId, reason: ReleaseReason) {
+        let sent = self.directory.send(sp, |ticket| StockPointMsg::Command {
+            command: StockCommand::Release {
+                reservation: id,
+                reason,
+            },
+            answer: reply(move |r: Answer<()>| {
+                if let Err(error) = r {
+                    warn!(reservation = %id, %error, "release not durable; recovery will release it");
+                }
+            }),
+            ticket,
+        });
+        if let Err(error) = sent {
+            warn!(reservation = %id, %error, "release not sent; the hold expires by itself");
+        }
+    }
+
+    fn release(&mut self, id: ReservationId, answer: Reply<Answer<()>>) {
+        if self.confirming.contains_key(&id) {
+            return answer(Ok(Err(Refusal::Conflict(format!("{id} is being confirmed")))));
+        }
+        let now = self.now();
+        let event = match self.book.decide_release(id, now) {
+            Ok(event) => event,
+            Err(conductor_engine::reservation::ReservationRefusal::Unknown(_)) => {
+                return answer(Ok(Err(Refusal::NotFound(id.to_string()))))
+            }
+            Err(refusal) => return answer(Ok(Err(Refusal::Conflict(refusal.to_string())))),
+        };
+        let stock_points = self.book.get(id).map(Reservation::stock_points).unwrap_or_default();
+        let logged = self.log_then(
+            vec![Event::Reservation { at: now, event: event.clone() }],
+            answer_unit(answer),
+        );
+        if logged {
+            self.book.apply(&event);
+            for sp in stock_points {
+                self.send_release(id, sp, ReleaseReason::Released);
+            }
+        }
+    }
+
+    fn start_confirm(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        id: ReservationId,
+        customer_ref: Option<String>,
+        answer: Reply<Answer<Order>>,
+    ) {
+        if self.confirming.contains_key(&id) {
+            return answer(Ok(Err(Refusal::Conflict(format!("{id} is being confirmed")))));
+        }
+        let now = self.now();
+        let order_id = OrderId(self.next.order);
+        let confirm = match self.book.decide_confirm(id, order_id, now) {
+            Ok(event) => event,
+            Err(conductor_engine::reservation::ReservationRefusal::Unknown(_)) => {
+                return answer(Ok(Err(Refusal::NotFound(id.to_string()))))
+            }
+            Err(refusal) => return answer(Ok(Err(Refusal::Conflict(refusal.to_string())))),
+        };
+        let Some(reservation) = self.book.get(id).cloned() else { return };
+        let mut created = match checkout::order_from_reservation(&reservation, order_id, FulfilmentId(self.next.fulfilment)) {
+            Ok(created) => created,
+            Err(error) => return answer(Ok(Err(Refusal::Conflict(error.to_string())))),
+        };
+        if let (OrderEvent::Created { customer_ref: slot, .. }, Some(customer)) = (&mut created, customer_ref) {
+            *slot = Some(customer);
+        }
+        let Some(order) = Order::from_created(&created, now) else { return };
+        self.next.order += 1;
+        self.next.fulfilment += order.fulfilments.len() as u64;
+        let stock_points = reservation.stock_points();
+        let single = stock_points.len() == 1;
+        let also = if single {
+            vec![
+                Event::Reservation { at: now, event: confirm },
+                Event::Order { order: order_id, at: now, event: Box::new(created.clone()) },
+            ]
+        } else {
+            Vec::new()
+        };
+        self.confirming.insert(
+            id,
+            Confirming {
+                order,
+                created,
+                outstanding: stock_points.clone(),
+                allocated: Vec::new(),
+                refused: None,
+                failure: None,
+                logged_with_allocation: single,
+                answer,
+            },
+        );
+        for sp in stock_points {
+            let me = myself.clone();
+            let also = also.clone();
+            let sent = self.directory.send(sp, |ticket| StockPointMsg::AllocateHold {
+                reservation: id,
+                order: order_id,
+                also,
+                answer: reply(move |result| {
+                    let _ = me.send_message(OrchestratorMsg::AllocationAnswered { id, stock_point: sp, result });
+                }),
+                ticket,
+            });
+            if let Err(error) = sent {
+                self.allocation_answered(myself, id, sp, Err(error));
+            }
+        }
+    }
+
+    fn allocation_answered(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        id: ReservationId,
+        stock_point: StockPointId,
+        result: Answer<()>,
+    ) {
+        let Some(confirming) = self.confirming.get_mut(&id) else { return };
+        confirming.outstanding.retain(|sp| *sp != stock_point);
+        match result {
+            Ok(Ok(())) => confirming.allocated.push(stock_point),
+            Ok(Err(_)) => {
+                confirming.refused = Some(Refusal::Conflict(format!("{id} has expired")));
+            }
+            Err(error) => confirming.failure = Some(error),
+        }
+        if !confirming.outstanding.is_empty() {
+            return;
+        }
+        let ok = confirming.refused.is_none() && confirming.failure.is_none();
+        if ok && confirming.logged_with_allocation {
+            return self.confirm_durable(id, Ok(()));
+        }
+        if ok {
+            let now = self.clock.now();
+            let order_id = confirming.order.id;
+            let events = vec![
+                Event::Reservation { at: now, event: ReservationEvent::Confirmed { id, order: order_id } },
+                Event::Order { order: order_id, at: now, event: Box::new(confirming.created.clone()) },
+            ];
+            let me = myself.clone();
+            self.log_then(events, move |result| {
+                let _ = me.send_message(OrchestratorMsg::ConfirmDurable { id, result });
+            });
+            return;
+        }
+        let Some(confirming) = self.confirming.remove(&id) else { return };
+        // Give back what was allocated; the reservation stays as it was (and expires).
+        for sp in &confirming.allocated {
+            let order = confirming.order.id;
+            let sent = self.directory.send(*sp, |ticket| StockPointMsg::Command {
+                command: StockCommand::ReleaseAllocation { order },
+                answer: reply(move |r: Answer<()>| {
+                    if let Err(error) = r {
+                        warn!(%order, %error, "allocation rollback not durable; recovery will release it");
+                    }
+                }),
+                ticket,
+            });
+            if let Err(error) = sent {
+                warn!(%order, %error, "allocation rollback not sent; recovery will release it");
+            }
+        }
+        match (confirming.failure, confirming.refused) {
+            (Some(error), _) => (confirming.answer)(Err(error)),
+            (None, Some(refusal)) => (confirming.answer)(Ok(Err(refusal))),
+            (None, None) => unreachable!("a failed confirmation has a reason"),
+        }
+    }
+
+    fn confirm_durable(&mut self, id: ReservationId, result: Result<(), CommandError>) {
+        let Some(confirming) = self.confirming.remove(&id) else { return };
+        match result {
+            Ok(()) => {
+                self.book.apply(&ReservationEvent::Confirmed { id, order: confirming.order.id });
+                self.downstream.order_confirmed(confirming.order.clone());
+                (confirming.answer)(Ok(Ok(confirming.order)));
+            }
+            Err(error) => (confirming.answer)(Err(error)),
+        }
+    }
+
+    fn expire_due(&mut self) {
+        let now = self.now();
+        let due: Vec<ReservationEvent> = self
+            .book
+            .decide_expiries(now, EXPIRIES_PER_TICK_MAX)
+            .into_iter()
+            .filter(|e| match e {
+                ReservationEvent::Expired { id } => !self.confirming.contains_key(id),
+                _ => true,
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let events = due
+            .iter()
+            .map(|event| Event::Reservation { at: now, event: event.clone() })
+            .collect();
+        if self.log_then(events, |r| {
+            if let Err(error) = r {
+                warn!(%error, "reservation expiries not durable");
+            }
+        }) {
+            for event in &due {
+                self.book.apply(event);
+            }
+        }
+    }
+
+    fn arm(&mut self, myself: &ActorRef<OrchestratorMsg>) {
+        let Some(next) = self.book.next_expiry() else { return };
+        if self.armed.is_some_and(|armed| armed <= next) {
+            return;
+        }
+        self.armed = Some(next);
+        let delay = Duration::from_millis(next.0.saturating_sub(self.now().0));
+        myself.send_after(delay, || OrchestratorMsg::ExpireDue);
+    }
+
+    fn resource(
+        &mut self,
+        request: ResourceRequest,
+        answer: Reply<Answer<Vec<(FulfilmentId, StockPointId, Qty)>>>,
+    ) {
+        let Some(code) = self.skus.code(request.sku.0).cloned() else {
+            return answer(Ok(Err(Refusal::NotFound(format!("{:?}", request.sku)))));
+        };
+        let lines = [PlanLine { sku: request.sku, code: code.as_str(), qty: request.missing }];
+        let plan_request = PlanRequest {
+            channel: conductor_engine::network::Channel::Web,
+            lines: &lines,
+            ship_to: None,
+            pickup_at: None,
+            tags: &[],
+            exclude: &request.exclude,
+            options: PlanOptions { allow_split: true, allow_partial: true, allow_backorder: false },
+            now: self.now(),
+        };
+        let allocations = match plan(&self.compiled, &self.network, &*self.board, &plan_request) {
+            Ok(PlanOutcome::Planned(plan)) => plan.allocations,
+            Ok(PlanOutcome::Insufficient { .. }) => Vec::new(),
+            Err(error) => return answer(Ok(Err(Refusal::Conflict(error.to_string())))),
+        };
+        if allocations.is_empty() {
+            return answer(Ok(Ok(Vec::new())));
+        }
+        // Allocate at each planned stock point; answer when all have answered.
+        let results = Arc::new(std::sync::Mutex::new((allocations.len(), Vec::new(), Some(answer))));
+        for a in allocations {
+            let results = results.clone();
+            let (sp, qty) = (a.stock_point, a.qty);
+            let fulfilment = FulfilmentId(self.next.fulfilment);
+            self.next.fulfilment += 1;
+            let lines = vec![StockLine { sku: a.sku, qty: a.qty, source: a.source }];
+            let finish = move |r: Answer<()>| {
+                let mut guard = results.lock().unwrap_or_else(|e| e.into_inner());
+                guard.0 -= 1;
+                if matches!(r, Ok(Ok(()))) {
+                    guard.1.push((fulfilment, sp, qty));
+                }
+                if guard.0 == 0 {
+                    let done = std::mem::take(&mut guard.1);
+                    if let Some(answer) = guard.2.take() {
+                        answer(Ok(Ok(done)));
+                    }
+                }
+            };
+            let (for_sp, here) = crate::once::split(finish);
+            let sent = self.directory.send(sp, |ticket| StockPointMsg::Command {
+                command: StockCommand::Allocate { order: request.order, lines },
+                answer: reply(for_sp),
+                ticket,
+            });
+            if let Err(error) = sent {
+                here(Err(error));
+            }
+        }
+    }
+
+    fn put_stock_point(&mut self, spec: StockPointSpec, answer: Reply<Answer<StockPoint>>) {
+        let existing = self.network.iter().find(|sp| sp.code == spec.code).map(|sp| sp.id);
+        let id = existing.unwrap_or(StockPointId(self.network.len() as u32));
+        let stock_point = StockPoint {
+            id,
+            code: spec.code,
+            kind: spec.kind,
+            name: spec.name,
+            location: spec.location,
+            priority: spec.priority,
+            channels: spec.channels,
+            capabilities: spec.capabilities,
+            cost_per_shipment: spec.cost_per_shipment,
+            tags: spec.tags,
+        };
+        let echo = stock_point.clone();
+        let event = Event::StockPointDefined(Box::new(stock_point.clone()));
+        if self.log_then(vec![event], move |r| answer(r.map(|()| Ok(echo)))) {
+            self.network.upsert(stock_point.clone());
+            if let Ok(compiled) = self.rules.compile(&self.network) {
+                self.compiled = compiled;
+            }
+            if existing.is_none() {
+                self.downstream.stock_point_added(&stock_point);
+            }
+        }
+    }
+
+    fn define_skus(&mut self, codes: Vec<Code>, answer: Reply<Answer<Vec<SkuId>>>) {
+        let mut ids = Vec::with_capacity(codes.len());
+        let mut events = Vec::new();
+        for code in codes {
+            match self.skus.get(code.as_str()) {
+                Some(id) => ids.push(SkuId(id)),
+                None => {
+                    let id = SkuId(self.skus.next_id());
+                    self.skus.define(id.0, code.clone());
+                    self.board.define_sku(id, code.clone());
+                    events.push(Event::SkuDefined { sku: id, code });
+                    ids.push(id);
+                }
+            }
+        }
+        if events.is_empty() {
+            return answer(Ok(Ok(ids)));
+        }
+        // Defined in memory before durable: a failed log stops all writes anyway, and the
+        // stock events that use these ids come later in the same log.
+        self.log_then(events, move |r| answer(r.map(|()| Ok(ids))));
+    }
+
+    fn put_rules(&mut self, rules: Vec<Rule>, answer: Reply<Answer<RuleSet>>) {
+        let set = RuleSet {
+            version: self.rules.version + 1,
+            rules,
+        };
+        let compiled = match set.compile(&self.network) {
+            Ok(compiled) => compiled,
+            Err(error) => return answer(Ok(Err(invalid(error.path, error.message)))),
+        };
+        let echo = set.clone();
+        if self.log_then(vec![Event::RulesReplaced(set.clone())], move |r| answer(r.map(|()| Ok(echo)))) {
+            self.rules = set;
+            self.compiled = compiled;
+        }
+    }
+}
+
+/// Statuses a reservation can be read in, for callers that map them to the API.
+pub fn status_at(reservation: &Reservation, now: Timestamp) -> ReservationStatus {
+    reservation.status_at(now)
+}

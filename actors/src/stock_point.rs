@@ -1,0 +1,352 @@
+//! The stock point actor: the only writer of one stock point's inventory. It decides with the
+//! engine, hands the event to the log, applies it in memory, publishes the new figures to the
+//! board, and answers only when the log says the event is durable.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_engine::ids::{IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
+use conductor_engine::inventory::{
+    AdjustReason, Adjustment, HoldOutcome, HoldRequest, Incoming, ReleaseReason, StockEvent,
+    StockLine, StockPointInventory, StockRefusal, StockShortage,
+};
+use conductor_engine::state::Event;
+use conductor_engine::time::Timestamp;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{debug, info};
+
+use crate::board::Board;
+use crate::clock::Clock;
+use crate::error::{Answer, CommandError, Refusal};
+use crate::mailbox::Ticket;
+use crate::Log;
+
+/// A one-shot answer, run where the answer becomes known (often on the log's writer thread):
+/// keep it cheap.
+pub type Reply<T> = Box<dyn FnOnce(T) + Send + 'static>;
+
+pub fn reply<T: Send + 'static>(f: impl FnOnce(T) + Send + 'static) -> Reply<T> {
+    Box::new(f)
+}
+
+#[derive(Debug)]
+pub enum HoldAnswer {
+    /// Placed and durable.
+    Placed,
+    /// Not enough units; nothing was held.
+    Insufficient(Vec<StockShortage>),
+    Failed(CommandError),
+}
+
+/// A change of inventory that follows the common path: decide, log, apply, answer when durable.
+#[derive(Clone, Debug)]
+pub enum StockCommand {
+    Release { reservation: ReservationId, reason: ReleaseReason },
+    Allocate { order: OrderId, lines: Vec<StockLine> },
+    ReleaseAllocation { order: OrderId },
+    Ship { order: OrderId, sku: SkuId, qty: Qty },
+    ShortPick { order: OrderId, sku: SkuId, missing: Qty },
+    Adjust { sku: SkuId, adjustment: Adjustment, reason: AdjustReason },
+    SafetyStock { sku: SkuId, qty: Qty },
+    NonSellable { sku: SkuId, qty: Qty },
+    Expect { sku: SkuId, incoming: Incoming },
+    Receive { sku: SkuId, qty: Qty, incoming: Option<IncomingId> },
+    Restock { sku: SkuId, qty: Qty, ret: ReturnId },
+}
+
+pub enum StockPointMsg {
+    /// Places a hold; `also` are events logged in the same record (the reservation itself,
+    /// when this is the reservation's only stock point), so that one fsync covers both.
+    Hold {
+        request: HoldRequest,
+        also: Vec<Event>,
+        answer: Reply<HoldAnswer>,
+        ticket: Ticket,
+    },
+    /// Turns a hold into an order's allocation; `also` as for `Hold`.
+    AllocateHold {
+        reservation: ReservationId,
+        order: OrderId,
+        also: Vec<Event>,
+        answer: Reply<Answer<()>>,
+        ticket: Ticket,
+    },
+    Command {
+        command: StockCommand,
+        answer: Reply<Answer<()>>,
+        ticket: Ticket,
+    },
+    /// Releases the holds whose expiry has passed; sent by this actor's own timer.
+    ExpireDue,
+    Inspect(RpcReplyPort<StockPointInventory>),
+    /// Test hook: panics inside the handler, to exercise supervision.
+    Crash,
+}
+
+pub struct StockPointActor;
+
+pub struct StockPointArgs {
+    pub inventory: StockPointInventory,
+    pub board: Arc<Board>,
+    pub log: Log,
+    pub clock: Arc<dyn Clock>,
+    pub durable: Arc<Durable>,
+}
+
+/// The stock point's inventory as the log has acknowledged it: every event is applied here
+/// once it is durable. A crashed actor restarts from this copy, after `in_flight` drops to zero.
+pub struct Durable {
+    pub inventory: std::sync::Mutex<StockPointInventory>,
+    pub in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Durable {
+    pub fn new(inventory: StockPointInventory) -> Durable {
+        Durable {
+            inventory: std::sync::Mutex::new(inventory),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+pub struct StockPointState {
+    id: StockPointId,
+    inventory: StockPointInventory,
+    board: Arc<Board>,
+    log: Log,
+    clock: Arc<dyn Clock>,
+    durable: Arc<Durable>,
+    /// The expiry the pending timer is set for, so that we arm a new one only when an earlier
+    /// expiry appears. One timer per actor, not one per hold.
+    armed: Option<Timestamp>,
+}
+
+impl Actor for StockPointActor {
+    type Msg = StockPointMsg;
+    type State = StockPointState;
+    type Arguments = StockPointArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<StockPointMsg>,
+        args: StockPointArgs,
+    ) -> Result<StockPointState, ActorProcessingErr> {
+        let mut state = StockPointState {
+            id: args.inventory.id,
+            inventory: args.inventory,
+            board: args.board,
+            log: args.log,
+            clock: args.clock,
+            durable: args.durable,
+            armed: None,
+        };
+        for (sku, position) in state.inventory.positions() {
+            state.board.publish(state.id, sku, position);
+        }
+        state.arm(&myself);
+        debug!(stock_point = ?state.id, "stock point started");
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<StockPointMsg>,
+        message: StockPointMsg,
+        state: &mut StockPointState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            StockPointMsg::Hold {
+                request,
+                also,
+                answer,
+                ticket,
+            } => {
+                drop(ticket);
+                match state.inventory.decide_hold(&request) {
+                    HoldOutcome::Placed(event) => {
+                        state.commit(event, also, move |r| {
+                            answer(match r {
+                                Ok(()) => HoldAnswer::Placed,
+                                Err(e) => HoldAnswer::Failed(e),
+                            })
+                        });
+                    }
+                    // A retry of a hold already placed: durable since its first answer.
+                    HoldOutcome::AlreadyHeld => answer(HoldAnswer::Placed),
+                    HoldOutcome::Insufficient(shortages) => answer(HoldAnswer::Insufficient(shortages)),
+                }
+            }
+            StockPointMsg::AllocateHold {
+                reservation,
+                order,
+                also,
+                answer,
+                ticket,
+            } => {
+                drop(ticket);
+                match state.inventory.decide_allocate_hold(reservation, order) {
+                    Ok(event) => state.commit(event, also, move |r| answer(r.map(Ok))),
+                    Err(refusal) => answer(Ok(Err(refusal_of(refusal)))),
+                }
+            }
+            StockPointMsg::Command {
+                command,
+                answer,
+                ticket,
+            } => {
+                drop(ticket);
+                match state.decide(command) {
+                    Ok(event) => state.commit(event, Vec::new(), move |r| answer(r.map(Ok))),
+                    Err(refusal) => answer(Ok(Err(refusal_of(refusal)))),
+                }
+            }
+            StockPointMsg::ExpireDue => {
+                state.armed = None;
+                let now = state.clock.now();
+                let due = state.inventory.decide_expiries(now);
+                if !due.is_empty() {
+                    info!(stock_point = ?state.id, n_holds = due.len(), "holds expired");
+                }
+                for event in due {
+                    state.commit(event, Vec::new(), |r| {
+                        if let Err(error) = r {
+                            tracing::error!(%error, "expiry not durable");
+                        }
+                    });
+                }
+            }
+            StockPointMsg::Inspect(reply) => {
+                // The caller may have given up waiting; nothing to do then.
+                let _ = reply.send(state.inventory.clone());
+            }
+            StockPointMsg::Crash => panic!("crash requested by a test hook"),
+        }
+        state.arm(&myself);
+        Ok(())
+    }
+}
+
+fn refusal_of(refusal: StockRefusal) -> Refusal {
+    match refusal {
+        StockRefusal::UnknownHold(r) => Refusal::NotFound(format!("hold for {r}")),
+        StockRefusal::UnknownAllocation(o) => Refusal::NotFound(format!("allocation for {o}")),
+        StockRefusal::UnknownIncoming(i) => Refusal::NotFound(format!("incoming {i}")),
+        other => Refusal::Conflict(other.to_string()),
+    }
+}
+
+impl StockPointState {
+    fn decide(&self, command: StockCommand) -> Result<StockEvent, StockRefusal> {
+        let inv = &self.inventory;
+        match command {
+            StockCommand::Release {
+                reservation,
+                reason,
+            } => inv.decide_release(reservation, reason),
+            StockCommand::Allocate { order, lines } => match inv.decide_allocate(order, lines) {
+                HoldOutcome::Placed(event) => Ok(event),
+                HoldOutcome::AlreadyHeld => unreachable!("allocations are not holds"),
+                HoldOutcome::Insufficient(s) => Err(StockRefusal::AllocationTooSmall {
+                    order,
+                    allocated: s.first().map_or(Qty::ZERO, |s| s.available),
+                    requested: s.first().map_or(Qty::ZERO, |s| s.requested),
+                }),
+            },
+            StockCommand::ReleaseAllocation { order } => inv.decide_release_allocation(order),
+            StockCommand::Ship { order, sku, qty } => inv.decide_ship(order, sku, qty),
+            StockCommand::ShortPick {
+                order,
+                sku,
+                missing,
+            } => inv.decide_short_pick(order, sku, missing),
+            StockCommand::Adjust {
+                sku,
+                adjustment,
+                reason,
+            } => inv.decide_adjust(sku, adjustment, reason),
+            StockCommand::SafetyStock { sku, qty } => Ok(StockEvent::SafetyStockSet { sku, qty }),
+            StockCommand::NonSellable { sku, qty } => inv.decide_non_sellable(sku, qty),
+            StockCommand::Expect { sku, incoming } => Ok(StockEvent::IncomingExpected { sku, incoming }),
+            StockCommand::Receive { sku, qty, incoming } => inv.decide_receipt(sku, qty, incoming),
+            StockCommand::Restock { sku, qty, ret } => Ok(StockEvent::Restocked { sku, qty, ret }),
+        }
+    }
+
+    /// Logs `event` (with `also` in the same record), applies it, publishes, and arranges for
+    /// `done` to run once the record is durable. If the log refuses, nothing is applied and
+    /// `done` runs at once with the error.
+    fn commit(
+        &mut self,
+        event: StockEvent,
+        also: Vec<Event>,
+        done: impl FnOnce(Result<(), CommandError>) + Send + 'static,
+    ) {
+        let touched = self.touched(&event);
+        let mut events = Vec::with_capacity(1 + also.len());
+        events.push(Event::Stock {
+            stock_point: self.id,
+            at: self.clock.now(),
+            event: event.clone(),
+        });
+        events.extend(also);
+        let (done_tx, done_rx) = crate::once::split(done);
+        let durable = self.durable.clone();
+        let for_durable = event.clone();
+        durable.in_flight.fetch_add(1, Ordering::AcqRel);
+        let appended = self.log.try_append(events, move |r| {
+            if r.is_ok() {
+                durable
+                    .inventory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(&for_durable);
+            }
+            durable.in_flight.fetch_sub(1, Ordering::AcqRel);
+            done_tx(r.map(|_| ()).map_err(CommandError::from))
+        });
+        if let Err(error) = appended {
+            self.durable.in_flight.fetch_sub(1, Ordering::AcqRel);
+            done_rx(Err(CommandError::from(error)));
+            return;
+        }
+        self.inventory.apply(&event);
+        for sku in touched {
+            if let Some(position) = self.inventory.position(sku) {
+                self.board.publish(self.id, sku, position);
+            }
+        }
+    }
+
+    /// SKUs whose figures `event` changes; read before applying, while the hold still exists.
+    fn touched(&self, event: &StockEvent) -> Vec<SkuId> {
+        let lines = |lines: &[StockLine]| lines.iter().map(|l| l.sku).collect();
+        match event {
+            StockEvent::HoldPlaced(hold) => lines(&hold.lines),
+            StockEvent::HoldReleased { reservation, .. }
+            | StockEvent::HoldAllocated { reservation, .. } => self
+                .inventory
+                .find_hold(*reservation)
+                .map_or_else(Vec::new, |h| lines(&h.lines)),
+            StockEvent::Allocated { lines: l, .. } | StockEvent::AllocationReleased { lines: l, .. } => lines(l),
+            StockEvent::Shipped { sku, .. }
+            | StockEvent::ShortPicked { sku, .. }
+            | StockEvent::OnHandSet { sku, .. }
+            | StockEvent::SafetyStockSet { sku, .. }
+            | StockEvent::NonSellableSet { sku, .. }
+            | StockEvent::IncomingExpected { sku, .. }
+            | StockEvent::Received { sku, .. }
+            | StockEvent::Restocked { sku, .. } => vec![*sku],
+        }
+    }
+
+    fn arm(&mut self, myself: &ActorRef<StockPointMsg>) {
+        let Some(next) = self.inventory.next_expiry() else { return };
+        if self.armed.is_some_and(|armed| armed <= next) {
+            return;
+        }
+        self.armed = Some(next);
+        let delay = Duration::from_millis(next.0.saturating_sub(self.clock.now().0));
+        myself.send_after(delay, || StockPointMsg::ExpireDue);
+    }
+}

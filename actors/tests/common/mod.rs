@@ -1,0 +1,129 @@
+//! Shared helpers for the actor tests: a system on a temporary data dir with a small network.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use conductor_actors::error::Refusal;
+use conductor_actors::orchestrator::StockPointSpec;
+use conductor_actors::warehouse::WorkerConfig;
+use conductor_actors::{Conductor, Config};
+use conductor_engine::checkout::ReserveRequest;
+use conductor_engine::ids::{Code, Qty, SkuId, StockPointId};
+use conductor_engine::inventory::{AdjustReason, Adjustment};
+use conductor_engine::network::{Capability, Channel, Location, StockPointKind};
+
+pub struct System {
+    pub conductor: Conductor,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn config(dir: &std::path::Path) -> Config {
+    let mut config = Config::new(dir);
+    config.wave_window = Duration::from_millis(20);
+    config
+}
+
+pub async fn start() -> System {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (conductor, _) = Conductor::start(config(dir.path())).await.expect("start");
+    System { conductor, dir }
+}
+
+pub async fn restart(system: System) -> System {
+    system.conductor.shutdown().await;
+    let (conductor, _) = Conductor::start(config(system.dir.path())).await.expect("restart");
+    System { conductor, dir: system.dir }
+}
+
+pub async fn start_with_workers() -> System {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(dir.path());
+    config.workers = Some(WorkerConfig { pick_ms: 1, pack_ms: 1, ship_ms: 1 });
+    let (conductor, _) = Conductor::start(config).await.expect("start");
+    System { conductor, dir }
+}
+
+pub fn code(text: &str) -> Code {
+    Code::parse(text).expect("valid code")
+}
+
+/// WH1 (Paris, priority 1), WH2 (Lyon, priority 2), ST1 (a Paris store with pickup).
+pub async fn network(c: &Conductor) -> [StockPointId; 3] {
+    let sites = [
+        ("WH1", StockPointKind::Warehouse, 1, 48.85, 2.35),
+        ("WH2", StockPointKind::Warehouse, 2, 45.76, 4.83),
+        ("ST1", StockPointKind::Store, 3, 48.86, 2.34),
+    ];
+    let mut ids = Vec::new();
+    for (name, kind, priority, lat, lon) in sites {
+        let sp = c
+            .put_stock_point(StockPointSpec {
+                code: code(name),
+                kind,
+                name: name.to_lowercase(),
+                location: Location { lat, lon },
+                priority,
+                channels: vec![Channel::Web, Channel::Store],
+                capabilities: vec![Capability::Ship, Capability::Pickup, Capability::Returns],
+                cost_per_shipment: 500,
+                tags: vec![],
+            })
+            .await
+            .expect("no error")
+            .expect("accepted");
+        ids.push(sp.id);
+    }
+    // The stock point actors start asynchronously after the definition is durable.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    [ids[0], ids[1], ids[2]]
+}
+
+pub async fn sku(c: &Conductor, text: &str) -> SkuId {
+    c.define_skus(vec![code(text)]).await.expect("no error").expect("defined")[0]
+}
+
+pub async fn stock(c: &Conductor, sp: StockPointId, sku: SkuId, qty: u64) {
+    c.adjust(sp, sku, Adjustment::Set(Qty(qty)), AdjustReason::Adjustment)
+        .await
+        .expect("no error")
+        .expect("adjusted");
+}
+
+pub fn request(lines: &[(&str, u64)]) -> ReserveRequest {
+    ReserveRequest {
+        channel: Channel::Web,
+        lines: lines.iter().map(|(s, q)| (code(s), Qty(*q))).collect(),
+        ship_to: None,
+        pickup_at: None,
+        ttl_seconds: 600,
+        allow_split: true,
+        allow_partial: false,
+        allow_backorder: false,
+        customer_ref: None,
+        tags: vec![],
+    }
+}
+
+pub async fn available(c: &Conductor, sp: StockPointId, sku: SkuId) -> u64 {
+    c.inventory(sp).await.expect("inventory").available(sku).0
+}
+
+pub fn is_insufficient<T>(answer: &Result<T, Refusal>) -> bool {
+    matches!(answer, Err(Refusal::Insufficient(_)))
+}
+
+/// Polls `check` until it holds or five seconds pass.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -1,0 +1,500 @@
+//! Group commit: the "wal-writer" thread, the [`Appender`] handles producers use to feed it,
+//! and the [`WalStats`] counters it keeps.
+//!
+//! The thread blocks for the first queued append, drains whatever else is queued (up to
+//! `batch_events_max` events, waiting at most `batch_wait` for more), packs the batch into
+//! records, writes them through [`Storage`] as one atomic group, syncs once, and only then runs
+//! the appends' callbacks, in log order. A failed write or sync poisons the log: the appends
+//! waiting on it get [`WalError::Failed`], everything after gets [`WalError::Poisoned`], and
+//! the sync is never retried.
+//!
+//! Every queued append carries an [`Ack`], a guard that runs the callback with
+//! [`WalError::Closed`] if it is dropped unanswered, so an accepted append is always answered
+//! exactly once, even if the thread dies or the log closes with appends still queued.
+
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use serde::Serialize;
+use tracing::{debug, error};
+
+use crate::config::{WalConfig, APPEND_EVENTS_MAX};
+use crate::error::WalError;
+use crate::record::{EncodedEvents, RecordPacker, Seq};
+use crate::storage::Storage;
+
+/// The callback an append carries: runs once, on the writer thread.
+type Callback = Box<dyn FnOnce(Result<Seq, WalError>) + Send + 'static>;
+
+/// State shared by the writer thread, the appenders and the [`crate::Wal`].
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Set by the first failed write or sync, never cleared.
+    pub(crate) poisoned: AtomicBool,
+    /// Set when the writer thread has stopped taking appends.
+    pub(crate) closed: AtomicBool,
+    /// The highest seq known to be durable.
+    pub(crate) durable_seq: AtomicU64,
+    records_written: AtomicU64,
+    events_written: AtomicU64,
+    appends_acknowledged: AtomicU64,
+    flushes: AtomicU64,
+    last_batch_events: AtomicU64,
+    last_batch_records: AtomicU64,
+    sync_nanos_total: AtomicU64,
+    appends_rejected_busy: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(durable_seq: Seq) -> Shared {
+        let shared = Shared::default();
+        shared
+            .durable_seq
+            .store(durable_seq.get(), Ordering::SeqCst);
+        shared
+    }
+
+    pub(crate) fn stats(&self) -> WalStats {
+        WalStats {
+            records_written: self.records_written.load(Ordering::Relaxed),
+            events_written: self.events_written.load(Ordering::Relaxed),
+            appends_acknowledged: self.appends_acknowledged.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            last_batch_events: self.last_batch_events.load(Ordering::Relaxed),
+            last_batch_records: self.last_batch_records.load(Ordering::Relaxed),
+            sync_nanos_total: self.sync_nanos_total.load(Ordering::Relaxed),
+            appends_rejected_busy: self.appends_rejected_busy.load(Ordering::Relaxed),
+            durable_seq: Seq::new(self.durable_seq.load(Ordering::SeqCst)),
+            poisoned: self.poisoned.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// A snapshot of the writer's counters, for metrics. Counters only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WalStats {
+    pub records_written: u64,
+    pub events_written: u64,
+    pub appends_acknowledged: u64,
+    /// Successful syncs (sled flush plus fdatasync), one per batch.
+    pub flushes: u64,
+    pub last_batch_events: u64,
+    pub last_batch_records: u64,
+    /// Time spent in sync, summed over all flushes.
+    pub sync_nanos_total: u64,
+    /// Appends refused with [`WalError::Busy`] because the queue was full.
+    pub appends_rejected_busy: u64,
+    /// The highest seq known to be durable.
+    pub durable_seq: Seq,
+    pub poisoned: bool,
+}
+
+/// Answers an append exactly once: explicitly through [`Ack::complete`], or with
+/// [`WalError::Closed`] when dropped unanswered.
+struct Ack {
+    callback: Option<Callback>,
+}
+
+impl Ack {
+    fn complete(mut self, result: Result<Seq, WalError>) {
+        if let Some(callback) = self.callback.take() {
+            run_callback(callback, result);
+        }
+    }
+
+    /// Forgets the callback without running it: the append was refused synchronously, and the
+    /// caller learns that from `append`'s return value instead.
+    fn defuse(mut self) {
+        self.callback = None;
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback.take() {
+            run_callback(callback, Err(WalError::Closed));
+        }
+    }
+}
+
+/// Runs a producer's callback. A panicking callback must not take the writer thread, and with
+/// it every other producer's acknowledgement, down with it.
+fn run_callback(callback: Callback, result: Result<Seq, WalError>) {
+    if catch_unwind(AssertUnwindSafe(move || callback(result))).is_err() {
+        error!("wal ack callback panicked; the panic was contained");
+    }
+}
+
+struct Append {
+    events: EncodedEvents,
+    ack: Ack,
+}
+
+enum Message {
+    Append(Append),
+    /// Write and flush everything queued before this message, then stop.
+    Shutdown,
+}
+
+/// A producer's handle on the log. Cheap to clone; every clone feeds the same writer thread.
+pub struct Appender<E> {
+    tx: Sender<Message>,
+    shared: Arc<Shared>,
+    enqueue_timeout: Duration,
+    /// `fn(E)`: the appender consumes events but stores none, so it is Send and Sync whatever
+    /// `E` is.
+    _events: PhantomData<fn(E)>,
+}
+
+impl<E> Clone for Appender<E> {
+    fn clone(&self) -> Self {
+        Appender {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            enqueue_timeout: self.enqueue_timeout,
+            _events: PhantomData,
+        }
+    }
+}
+
+impl<E: Serialize> Appender<E> {
+    /// Queues `events` to be written as one atomic unit, waiting at most the configured
+    /// `enqueue_timeout` for room in the queue.
+    ///
+    /// Events are encoded here, on the caller's thread, so an event that cannot be stored is
+    /// refused at once. On `Ok(())`, `on_durable` runs exactly once, on the writer thread, after
+    /// the events are durable (with the seq of the last record holding them), or with the error
+    /// that prevented it. On `Err`, nothing was queued and `on_durable` never runs.
+    ///
+    /// Keep callbacks cheap (send on a channel, complete a reply port): they run between two
+    /// flushes, so their time adds to every producer's latency. A callback must never wait for
+    /// another append, which would deadlock the writer thread.
+    pub fn append(
+        &self,
+        events: Vec<E>,
+        on_durable: impl FnOnce(Result<Seq, WalError>) + Send + 'static,
+    ) -> Result<(), WalError> {
+        let message = self.prepare(&events, Box::new(on_durable))?;
+        match self.tx.send_timeout(message, self.enqueue_timeout) {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Timeout(message)) => {
+                self.refused(message);
+                self.shared
+                    .appends_rejected_busy
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(WalError::Busy {
+                    waited: self.enqueue_timeout,
+                })
+            }
+            Err(SendTimeoutError::Disconnected(message)) => {
+                self.refused(message);
+                Err(WalError::Closed)
+            }
+        }
+    }
+
+    /// Like [`Appender::append`] but never blocks: a full queue is [`WalError::Busy`] at once.
+    /// For callers on an async runtime, where blocking a worker thread is not allowed.
+    pub fn try_append(
+        &self,
+        events: Vec<E>,
+        on_durable: impl FnOnce(Result<Seq, WalError>) + Send + 'static,
+    ) -> Result<(), WalError> {
+        let message = self.prepare(&events, Box::new(on_durable))?;
+        match self.tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(message)) => {
+                self.refused(message);
+                self.shared
+                    .appends_rejected_busy
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(WalError::Busy {
+                    waited: Duration::ZERO,
+                })
+            }
+            Err(TrySendError::Disconnected(message)) => {
+                self.refused(message);
+                Err(WalError::Closed)
+            }
+        }
+    }
+
+    /// Appends and blocks until the events are durable; returns the seq of the last record
+    /// holding them. Never call it from an ack callback.
+    pub fn append_and_wait(&self, events: Vec<E>) -> Result<Seq, WalError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.append(events, move |result| {
+            // The waiter may be gone (its thread panicked); nobody is left to tell.
+            let _ = tx.send(result);
+        })?;
+        // The Ack guard answers every accepted append, so a missing answer means the callback
+        // was dropped with the writer thread.
+        rx.recv().unwrap_or(Err(WalError::Closed))
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> WalStats {
+        self.shared.stats()
+    }
+
+    fn prepare(&self, events: &[E], callback: Callback) -> Result<Message, WalError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(WalError::Poisoned);
+        }
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(WalError::Closed);
+        }
+        if events.is_empty() {
+            return Err(WalError::EmptyAppend);
+        }
+        if events.len() > APPEND_EVENTS_MAX {
+            return Err(WalError::AppendTooLarge {
+                events: events.len(),
+                events_max: APPEND_EVENTS_MAX,
+            });
+        }
+        let events = EncodedEvents::encode(events)?;
+        Ok(Message::Append(Append {
+            events,
+            ack: Ack {
+                callback: Some(callback),
+            },
+        }))
+    }
+
+    fn refused(&self, message: Message) {
+        if let Message::Append(append) = message {
+            append.ack.defuse();
+        }
+    }
+}
+
+/// The group-commit writer: its thread and a handle to feed it. [`crate::Wal`] runs one over
+/// sled; tests run one over a fake [`Storage`].
+pub struct GroupCommit<E> {
+    appender: Appender<E>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<E: Serialize> GroupCommit<E> {
+    /// Starts the "wal-writer" thread over `storage`; the first record written gets `next_seq`.
+    pub fn start<S: Storage>(
+        storage: S,
+        next_seq: Seq,
+        config: &WalConfig,
+    ) -> Result<GroupCommit<E>, WalError> {
+        let durable = Seq::new(next_seq.get().saturating_sub(1));
+        let (group_commit, go) =
+            GroupCommit::spawn(storage, config, Arc::new(Shared::new(durable)))?;
+        // The thread waits on this channel, so it cannot be gone yet.
+        let _ = go.send(next_seq);
+        Ok(group_commit)
+    }
+
+    /// Spawns the thread, which waits for its first seq on the returned channel before it
+    /// takes any append. Dropping the channel unsent stops the thread.
+    pub(crate) fn spawn<S: Storage>(
+        storage: S,
+        config: &WalConfig,
+        shared: Arc<Shared>,
+    ) -> Result<(GroupCommit<E>, Sender<Seq>), WalError> {
+        config.validate()?;
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_appends_max);
+        let (go_tx, go_rx) = crossbeam_channel::bounded(1);
+        let writer = Writer {
+            storage,
+            rx,
+            next_seq: Seq::ZERO,
+            batch_events_max: config.batch_events_max,
+            batch_wait: config.batch_wait,
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("wal-writer".to_owned())
+            .spawn(move || writer.run(go_rx))?;
+        let group_commit = GroupCommit {
+            appender: Appender {
+                tx,
+                shared,
+                enqueue_timeout: config.enqueue_timeout,
+                _events: PhantomData,
+            },
+            thread: Some(thread),
+        };
+        Ok((group_commit, go_tx))
+    }
+}
+
+impl<E> GroupCommit<E> {
+    pub fn appender(&self) -> Appender<E> {
+        self.appender.clone()
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.appender.shared.stats()
+    }
+
+    /// Writes and flushes everything queued so far, then stops the thread. Appends made after
+    /// this get [`WalError::Closed`].
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // A blocking send: the queue drains as the thread writes, and if the thread is gone the
+        // send fails at once.
+        let _ = self.appender.tx.send(Message::Shutdown);
+        if thread.join().is_err() {
+            error!("wal writer thread panicked");
+        }
+    }
+}
+
+impl<E> Drop for GroupCommit<E> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Writer<S> {
+    storage: S,
+    rx: Receiver<Message>,
+    next_seq: Seq,
+    batch_events_max: usize,
+    batch_wait: Duration,
+    shared: Arc<Shared>,
+}
+
+impl<S: Storage> Writer<S> {
+    fn run(mut self, go: Receiver<Seq>) {
+        // Wait for the first seq. The sender dropped unsent means the log closed before any
+        // appender existed; nothing can be queued then.
+        let Ok(next_seq) = go.recv() else {
+            self.shared.closed.store(true, Ordering::SeqCst);
+            return;
+        };
+        assert!(next_seq > Seq::ZERO, "the first seq is 1");
+        self.next_seq = next_seq;
+        debug!(next_seq = %self.next_seq, "wal writer started");
+        let mut batch: Vec<Append> = Vec::new();
+        loop {
+            // Every appender dropped is as good as a shutdown: nothing more can arrive.
+            let Ok(first) = self.rx.recv() else { break };
+            let mut shutdown = false;
+            match first {
+                Message::Append(append) => batch.push(append),
+                Message::Shutdown => shutdown = true,
+            }
+            if !shutdown {
+                shutdown = self.collect(&mut batch);
+            }
+            if !batch.is_empty() {
+                self.write(&mut batch);
+            }
+            if shutdown {
+                break;
+            }
+        }
+        self.shared.closed.store(true, Ordering::SeqCst);
+        // Appends queued after the shutdown message are answered with Closed by their guards.
+        while let Ok(message) = self.rx.try_recv() {
+            drop(message);
+        }
+        debug!(next_seq = %self.next_seq, "wal writer stopped");
+    }
+
+    /// Adds queued appends to `batch` until the queue is empty (after waiting `batch_wait` for
+    /// more) or the batch is full. Returns whether a shutdown was requested.
+    fn collect(&mut self, batch: &mut Vec<Append>) -> bool {
+        let mut events: usize = batch.iter().map(|append| append.events.len()).sum();
+        let deadline = Instant::now() + self.batch_wait;
+        while events < self.batch_events_max {
+            let message = match self.rx.try_recv() {
+                Ok(message) => message,
+                Err(_) if self.batch_wait.is_zero() => return false,
+                Err(_) => match self.rx.recv_deadline(deadline) {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                        return false
+                    }
+                },
+            };
+            match message {
+                Message::Append(append) => {
+                    events += append.events.len();
+                    batch.push(append);
+                }
+                Message::Shutdown => return true,
+            }
+        }
+        false
+    }
+
+    /// Writes a batch, syncs once, then answers every append in log order.
+    fn write(&mut self, batch: &mut Vec<Append>) {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            for append in batch.drain(..) {
+                append.ack.complete(Err(WalError::Poisoned));
+            }
+            return;
+        }
+        let mut packer = RecordPacker::new(self.next_seq);
+        let mut acks = Vec::with_capacity(batch.len());
+        for append in batch.drain(..) {
+            for index in 0..append.events.len() {
+                packer.push(append.events.event(index));
+            }
+            acks.push((append.ack, packer.current_seq()));
+        }
+        let events = packer.events;
+        let (records, next_seq) = packer.finish();
+        let mut sync_nanos = 0;
+        let result = self.storage.write_records(&records).and_then(|()| {
+            let started = Instant::now();
+            let result = self.storage.sync();
+            sync_nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            result
+        });
+        if let Err(error) = result {
+            // Fail-stop: the durability of this batch (and of anything the kernel dropped with
+            // it) is unknown, so nothing more is acknowledged, and the sync is never retried.
+            error!(%error, first_seq = %self.next_seq, records = records.len(), "wal flush failed, poisoning the log");
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+            for (ack, _) in acks {
+                ack.complete(Err(WalError::failed(&error)));
+            }
+            return;
+        }
+        let last_seq = Seq::new(next_seq.get() - 1);
+        self.next_seq = next_seq;
+        let shared = &self.shared;
+        shared.durable_seq.store(last_seq.get(), Ordering::SeqCst);
+        shared
+            .records_written
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        shared.events_written.fetch_add(events, Ordering::Relaxed);
+        shared
+            .appends_acknowledged
+            .fetch_add(acks.len() as u64, Ordering::Relaxed);
+        shared.flushes.fetch_add(1, Ordering::Relaxed);
+        shared.last_batch_events.store(events, Ordering::Relaxed);
+        shared
+            .last_batch_records
+            .store(records.len() as u64, Ordering::Relaxed);
+        shared
+            .sync_nanos_total
+            .fetch_add(sync_nanos, Ordering::Relaxed);
+        for (ack, seq) in acks {
+            debug_assert!(seq <= last_seq);
+            ack.complete(Ok(seq));
+        }
+    }
+}

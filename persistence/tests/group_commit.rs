@@ -1,0 +1,235 @@
+//! The group-commit writer over a fake storage that journals writes, syncs and acks: ordering,
+//! batching, backpressure, and fail-stop after a failed sync.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{event, events, TestEvent};
+use conductor_persistence::testsuite::{check_acks_follow_syncs, FakeStorage, Journal, Step};
+use conductor_persistence::{GroupCommit, Seq, WalConfig, WalError};
+
+fn start(storage: FakeStorage, config: WalConfig) -> GroupCommit<TestEvent> {
+    GroupCommit::start(storage, Seq::new(1), &config).unwrap()
+}
+
+#[test]
+fn no_ack_precedes_the_sync_of_its_record() {
+    let journal = Journal::default();
+    let writer = start(FakeStorage::new(journal.clone()), WalConfig::default());
+    std::thread::scope(|scope| {
+        for producer in 0..4u64 {
+            let appender = writer.appender();
+            let journal = journal.clone();
+            scope.spawn(move || {
+                for n in 0..250u64 {
+                    let journal = journal.clone();
+                    let id = producer * 1_000 + n;
+                    appender
+                        .append(vec![event(id)], move |result| journal.ack(&result))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    writer.close();
+    let steps = journal.steps();
+    check_acks_follow_syncs(&steps).unwrap();
+    let acks = steps.iter().filter(|s| matches!(s, Step::AckOk(_))).count();
+    assert_eq!(acks, 1_000);
+}
+
+#[test]
+fn appends_queued_during_a_sync_share_the_next_flush() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).sync_gate(gate);
+    let writer = start(storage, WalConfig::default());
+    let appender = writer.appender();
+    // The first append reaches the writer, which then waits in its sync.
+    appender.append(events(0, 1), |_| {}).unwrap();
+    while journal.steps().is_empty() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for id in 1..=100u64 {
+        let journal = journal.clone();
+        appender
+            .append(vec![event(id)], move |result| journal.ack(&result))
+            .unwrap();
+    }
+    drop(release);
+    writer.close();
+    let steps = journal.steps();
+    check_acks_follow_syncs(&steps).unwrap();
+    let syncs = steps.iter().filter(|s| **s == Step::SyncOk).count();
+    assert_eq!(
+        syncs, 2,
+        "one sync for the first append, one for the hundred: {steps:?}"
+    );
+    // The hundred events fit in one record, so they all share seq 2.
+    assert!(steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::AckOk(seq) => Some(*seq),
+            _ => None,
+        })
+        .all(|seq| seq == Seq::new(2)));
+}
+
+#[test]
+fn a_failed_sync_poisons_the_log_and_nothing_after_it_is_acknowledged() {
+    let journal = Journal::default();
+    let storage = FakeStorage::new(journal.clone()).fail_sync_number(3);
+    let durable = storage.durable();
+    let writer = start(storage, WalConfig::default());
+    let appender = writer.appender();
+    let mut results = Vec::new();
+    for id in 0..6u64 {
+        let journal = journal.clone();
+        let result = appender.append_and_wait(vec![event(id)]);
+        if let Ok(seq) = &result {
+            journal.push(Step::AckOk(*seq));
+        }
+        results.push(result);
+    }
+    assert!(matches!(results[0], Ok(seq) if seq == Seq::new(1)));
+    assert!(matches!(results[1], Ok(seq) if seq == Seq::new(2)));
+    assert!(
+        matches!(&results[2], Err(WalError::Failed { message, .. }) if message.contains("injected")),
+        "{:?}",
+        results[2]
+    );
+    for result in &results[3..] {
+        assert!(matches!(result, Err(WalError::Poisoned)), "{result:?}");
+    }
+    let steps = journal.steps();
+    check_acks_follow_syncs(&steps).unwrap();
+    // No sync is ever tried again after the failure.
+    let after_failure = steps.iter().skip_while(|s| **s != Step::SyncFailed).skip(1);
+    assert!(after_failure
+        .clone()
+        .all(|s| !matches!(s, Step::SyncOk | Step::SyncFailed | Step::Write { .. })));
+    assert!(writer.stats().poisoned);
+    assert_eq!(durable.lock().unwrap().len(), 2);
+    writer.close();
+}
+
+#[test]
+fn every_waiting_append_gets_the_failure() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone())
+        .fail_sync_number(1)
+        .sync_gate(gate);
+    let writer = start(storage, WalConfig::default());
+    let appender = writer.appender();
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    for id in 0..50u64 {
+        let answers = answers.clone();
+        appender
+            .append(vec![event(id)], move |result| {
+                answers.lock().unwrap().push(result)
+            })
+            .unwrap();
+    }
+    drop(release);
+    writer.close();
+    let answers = answers.lock().unwrap();
+    assert_eq!(answers.len(), 50);
+    assert!(answers
+        .iter()
+        .all(|a| matches!(a, Err(WalError::Failed { .. } | WalError::Poisoned))));
+}
+
+#[test]
+fn a_full_queue_answers_busy_and_drops_nothing() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).sync_gate(gate);
+    let config = WalConfig {
+        queue_appends_max: 2,
+        enqueue_timeout: Duration::from_millis(50),
+        ..WalConfig::default()
+    };
+    let writer = start(storage, config);
+    let appender = writer.appender();
+    let answers = Arc::new(Mutex::new(0u32));
+    let count = |answers: &Arc<Mutex<u32>>| {
+        let answers = answers.clone();
+        move |result: Result<Seq, WalError>| {
+            assert!(result.is_ok());
+            *answers.lock().unwrap() += 1;
+        }
+    };
+    appender.append(events(0, 1), count(&answers)).unwrap();
+    // Wait until the writer holds the first append in its sync; then two fill the queue.
+    while journal.steps().is_empty() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    appender.append(events(1, 1), count(&answers)).unwrap();
+    appender.append(events(2, 1), count(&answers)).unwrap();
+
+    let started = Instant::now();
+    let busy = appender.append(events(3, 1), |_| {
+        panic!("a refused append must not be answered")
+    });
+    assert!(matches!(busy, Err(WalError::Busy { .. })), "{busy:?}");
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    let started = Instant::now();
+    let busy = appender.try_append(events(4, 1), |_| {
+        panic!("a refused append must not be answered")
+    });
+    assert!(matches!(busy, Err(WalError::Busy { .. })), "{busy:?}");
+    assert!(started.elapsed() < Duration::from_millis(50));
+    assert_eq!(writer.stats().appends_rejected_busy, 2);
+
+    drop(release);
+    writer.close();
+    assert_eq!(*answers.lock().unwrap(), 3);
+}
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_writer() {
+    let journal = Journal::default();
+    let writer = start(FakeStorage::new(journal.clone()), WalConfig::default());
+    let appender = writer.appender();
+    appender
+        .append(events(0, 1), |_| panic!("callback panics on purpose"))
+        .unwrap();
+    // The writer lives on: later appends are written and acknowledged.
+    let first = appender.append_and_wait(events(1, 1)).unwrap();
+    let second = appender.append_and_wait(events(2, 1)).unwrap();
+    assert!(second > first);
+    writer.close();
+    check_acks_follow_syncs(&journal.steps()).unwrap();
+}
+
+#[test]
+fn batches_respect_the_event_limit() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).sync_gate(gate);
+    let config = WalConfig {
+        batch_events_max: 10,
+        ..WalConfig::default()
+    };
+    let writer = start(storage, config);
+    let appender = writer.appender();
+    appender.append(events(0, 1), |_| {}).unwrap();
+    while journal.steps().is_empty() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for id in 1..=40u64 {
+        appender.append(events(id, 1), |_| {}).unwrap();
+    }
+    drop(release);
+    writer.close();
+    let stats_syncs = journal
+        .steps()
+        .iter()
+        .filter(|s| **s == Step::SyncOk)
+        .count();
+    // 1 + 40 events in batches of at most 10 after the first.
+    assert_eq!(stats_syncs, 5);
+}
