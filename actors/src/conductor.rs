@@ -7,14 +7,15 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use conductor_engine::checkout::ReserveRequest;
-use conductor_engine::hash::FxHashMap;
+use conductor_engine::hash::{FxHashMap, FxHashSet};
+use conductor_engine::idempotency::{IdempotencyEntry, IdempotencyEvent, IdempotencyKey, IdempotencyTable, Lookup, StoredResponse};
 use conductor_engine::ids::{Code, IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
 use conductor_engine::inventory::{AdjustReason, Adjustment, Incoming, StockPointInventory};
-use conductor_engine::network::StockPoint;
+use conductor_engine::network::{Network, StockPoint};
 use conductor_engine::order::{FulfilmentStatus, Order};
 use conductor_engine::reservation::Reservation;
 use conductor_engine::returns::{ReturnLine, ReturnPolicy, ReturnRecord};
@@ -114,6 +115,11 @@ struct Shared {
     durable: Mutex<FxHashMap<StockPointId, Arc<Durable>>>,
     supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
     restarts: AtomicU64,
+    /// A copy of the network for readers that must not wait on the orchestrator's mailbox.
+    network: RwLock<Arc<Network>>,
+    /// Responses remembered per idempotency key, and the keys whose first request is still
+    /// running (a concurrent retry of those is refused rather than run twice).
+    idempotency: Mutex<(IdempotencyTable, FxHashSet<IdempotencyKey>)>,
 }
 
 /// The in-process API: every operation of the HTTP contract, for the gateway and the harness.
@@ -123,6 +129,19 @@ pub struct Conductor {
     wal: Arc<Mutex<Option<Wal<Event>>>>,
     accepting: Arc<AtomicBool>,
     root: ActorCell,
+}
+
+/// What to do with a request that carries an idempotency key.
+#[derive(Debug)]
+pub enum IdempotencyBegin {
+    /// First time: run it, then record the response.
+    New,
+    /// Answer this, do nothing else.
+    Replay(StoredResponse),
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    Running,
 }
 
 pub struct Recovered {
@@ -200,6 +219,8 @@ impl Conductor {
             durable: Mutex::new(FxHashMap::default()),
             supervisor: Mutex::new(None),
             restarts: AtomicU64::new(0),
+            network: RwLock::new(Arc::new(state.network.clone())),
+            idempotency: Mutex::new((state.idempotency.clone(), FxHashSet::default())),
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
             .await
@@ -328,6 +349,50 @@ impl Conductor {
             Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
             _ => Err(CommandError::Unavailable("orchestrator stopped".into())),
         }
+    }
+
+    /// The network as last defined; cheap, never waits on an actor.
+    pub fn network(&self) -> Arc<Network> {
+        self.shared.network.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Looks up an idempotency key. `New` also marks the key as running until
+    /// [`Conductor::idempotency_record`] or [`Conductor::idempotency_abandon`].
+    pub fn idempotency_begin(&self, key: &IdempotencyKey, fingerprint: u64) -> IdempotencyBegin {
+        let mut guard = lock(&self.shared.idempotency);
+        let (table, running) = &mut *guard;
+        if running.contains(key) {
+            return IdempotencyBegin::Running;
+        }
+        match table.lookup(key, fingerprint, self.now()) {
+            Lookup::New => {
+                running.insert(key.clone());
+                IdempotencyBegin::New
+            }
+            Lookup::Replay(response) => IdempotencyBegin::Replay(response.clone()),
+            Lookup::Mismatch => IdempotencyBegin::Mismatch,
+        }
+    }
+
+    /// Remembers the response for a key durably, so that a retry (also after a restart) gets it.
+    pub async fn idempotency_record(&self, key: IdempotencyKey, fingerprint: u64, response: StoredResponse) -> Result<(), CommandError> {
+        let event = IdempotencyEvent::Recorded {
+            key: key.clone(),
+            entry: IdempotencyEntry { fingerprint, response, at: self.now() },
+        };
+        let logged = crate::call::log_durably(&self.shared.log, vec![Event::Idempotency(event.clone())]).await;
+        let mut guard = lock(&self.shared.idempotency);
+        guard.1.remove(&key);
+        if logged.is_ok() {
+            guard.0.apply(&event);
+            guard.0.prune(self.now());
+        }
+        logged
+    }
+
+    /// Forgets that a key is running, without a response (the request failed before any effect).
+    pub fn idempotency_abandon(&self, key: &IdempotencyKey) {
+        lock(&self.shared.idempotency).1.remove(key);
     }
 
     pub fn board(&self) -> &Arc<Board> {
@@ -651,6 +716,11 @@ impl Downstream for Forward {
         if let Some(desk) = desk {
             let _ = desk.send_message(DeskMsg::StockPointAdded(Box::new(stock_point.clone())));
         }
+    }
+
+    fn network_changed(&self, network: &Network) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        *shared.network.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(network.clone());
     }
 
     fn order_confirmed(&self, order: Order) {

@@ -131,6 +131,8 @@ pub struct StockPointSpec {
 pub trait Downstream: Send + Sync + 'static {
     /// A stock point was defined for the first time: start its actors.
     fn stock_point_added(&self, stock_point: &StockPoint);
+    /// The network changed (a stock point was added or redefined).
+    fn network_changed(&self, network: &Network);
     /// An order was confirmed and is durable: start its lifecycle.
     fn order_confirmed(&self, order: Order);
 }
@@ -844,6 +846,7 @@ impl OrchestratorState {
             if existing.is_none() {
                 self.downstream.stock_point_added(&stock_point);
             }
+            self.downstream.network_changed(&self.network);
         }
     }
 
