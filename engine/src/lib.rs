@@ -14,3 +14,4 @@ pub mod checkout;
 pub mod state;
 pub mod idempotency;
 pub mod reservation;
+pub mod fulfilment;

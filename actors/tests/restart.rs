@@ -1,0 +1,103 @@
+//! Stopping and crashing: acknowledged changes survive, nothing leaks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use conductor_engine::ids::Qty;
+use conductor_engine::order::OrderStatus;
+use conductor_engine::reservation::ReservationStatus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_holds_orders_and_stock_survive_a_restart() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, wh2, _] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    stock(&c, wh2, a, 10).await;
+    let held = c.reserve(request(&[("A", 3)])).await.unwrap().unwrap();
+    let order = c.place_order(request(&[("A", 12)])).await.unwrap().unwrap();
+    let system = restart(system).await;
+    let c = system.conductor.clone();
+    let r = c.reservation(held.id).await.unwrap().expect("the reservation is still there");
+    assert_eq!(r.status_at(c.now()), ReservationStatus::Held);
+    let o = c.order(order.id).await.unwrap().expect("the order is still there");
+    assert_eq!(o.lines, order.lines);
+    let p1 = c.inventory(wh1).await.unwrap().position(a).unwrap().clone();
+    let p2 = c.inventory(wh2).await.unwrap().position(a).unwrap().clone();
+    assert_eq!(p1.held + p2.held, Qty(3));
+    assert_eq!(p1.allocated + p2.allocated, Qty(12));
+    // Ids keep counting after a restart: a new reservation never reuses an old id.
+    let again = c.reserve(request(&[("A", 1)])).await.unwrap().unwrap();
+    assert!(again.id > held.id);
+    // The restarted system confirms what it held before.
+    let confirmed = c.confirm(held.id, Some("bob".into())).await.unwrap().unwrap();
+    assert!(confirmed.id > order.id);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_released_before_a_restart_get_their_tasks_back() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
+    eventually("the pick task appears", || async { !c.tasks(wh1, true).await.unwrap().is_empty() }).await;
+    let before = c.tasks(wh1, true).await.unwrap();
+    let system = restart(system).await;
+    let c = system.conductor.clone();
+    let after = c.tasks(wh1, true).await.unwrap();
+    assert_eq!(before.iter().map(|t| &t.id).collect::<Vec<_>>(), after.iter().map(|t| &t.id).collect::<Vec<_>>());
+    for task in after {
+        c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
+    }
+    assert_eq!(c.order(order.id).await.unwrap().unwrap().status(), OrderStatus::Picking);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stock_point_restarts_from_its_durable_state_without_leaking_holds() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    let mut holds = Vec::new();
+    for _ in 0..4 {
+        holds.push(c.reserve(request(&[("A", 1)])).await.unwrap().unwrap());
+    }
+    let before = c.inventory(wh1).await.unwrap();
+    c.crash_stock_point(wh1);
+    eventually("the supervisor restarts it", || async { c.restarts() == 1 && c.inventory(wh1).await.is_ok() }).await;
+    let after = c.inventory(wh1).await.unwrap();
+    assert_eq!(after, before, "the restarted stock point has exactly the acknowledged state");
+    after.audit().unwrap();
+    // It takes writes again, and the holds it had are still releasable exactly once.
+    c.reserve(request(&[("A", 1)])).await.unwrap().unwrap();
+    c.release(holds[0].id).await.unwrap().unwrap();
+    assert!(c.release(holds[0].id).await.unwrap().is_err());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(available(&c, wh1, a).await, 10 - 4);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_point_that_keeps_failing_is_left_down_and_refuses_writes() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    for n in 1..=6u64 {
+        c.crash_stock_point(wh1);
+        eventually("the failure is counted", || async { c.restarts() == n }).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = c.adjust(wh1, a, conductor_engine::inventory::Adjustment::Delta(1), conductor_engine::inventory::AdjustReason::Adjustment).await;
+    assert!(refused.is_err(), "{refused:?}");
+    c.shutdown().await;
+}
