@@ -13,7 +13,7 @@ use std::time::Duration;
 use conductor_engine::checkout::{self, CheckoutContext, LineShortage, Prepared, ReserveRequest};
 use conductor_engine::hash::FxHashMap;
 use conductor_engine::ids::{Code, FulfilmentId, Interner, OrderId, Qty, ReservationId, SkuId, StockPointId};
-use conductor_engine::inventory::{Incoming, ReleaseReason, StockLine};
+use conductor_engine::inventory::{Incoming, ReleaseReason, StockLine, StockShortage};
 use conductor_engine::network::{Network, StockPoint};
 use conductor_engine::order::{Order, OrderEvent, ResourceRequest};
 use conductor_engine::reservation::{Reservation, ReservationBook, ReservationEvent, ReservationStatus};
@@ -101,6 +101,18 @@ pub enum OrchestratorMsg {
         id: ReservationId,
         result: Result<(), CommandError>,
     },
+    /// A single-stock-point reservation is durable and its caller answered: record it.
+    Settled(Box<Reservation>),
+    /// A single-stock-point hold lost its race: re-plan or answer.
+    Lost {
+        id: ReservationId,
+        request: Box<ReserveRequest>,
+        attempt: u32,
+        shortages: Vec<StockShortage>,
+        answer: Reply<Answer<Reservation>>,
+    },
+    /// A single-stock-point hold failed (log or mailbox); its caller has been told.
+    Abandoned(ReservationId),
     AllocationAnswered {
         id: ReservationId,
         stock_point: StockPointId,
@@ -191,6 +203,9 @@ pub struct OrchestratorState {
     clock: Arc<dyn Clock>,
     downstream: Arc<dyn Downstream>,
     pending: FxHashMap<ReservationId, Pending>,
+    /// Units of single-stock-point reservations still being placed, per customer, so that
+    /// concurrent requests cannot slip past a per-customer limit.
+    customer_pending: FxHashMap<ReservationId, (String, Vec<(SkuId, Qty)>)>,
     confirming: FxHashMap<ReservationId, Confirming>,
     armed: Option<Timestamp>,
 }
@@ -224,6 +239,7 @@ impl Actor for Orchestrator {
             clock: args.clock,
             downstream: args.downstream,
             pending: FxHashMap::default(),
+            customer_pending: FxHashMap::default(),
             confirming: FxHashMap::default(),
             armed: None,
         };
@@ -264,6 +280,31 @@ impl Actor for Orchestrator {
                         Err(error) => (pending.answer)(Err(error)),
                     }
                 }
+            }
+            OrchestratorMsg::Settled(reservation) => {
+                state.customer_pending.remove(&reservation.id);
+                state.book.insert_created(*reservation);
+            }
+            OrchestratorMsg::Lost {
+                id,
+                request,
+                attempt,
+                shortages,
+                answer,
+            } => {
+                state.customer_pending.remove(&id);
+                if attempt < RESERVE_ATTEMPTS_MAX {
+                    debug!(reservation = %id, attempt, "hold lost a race; re-planning");
+                    let next = ReservationId(state.next.reservation);
+                    state.next.reservation += 1;
+                    state.start_reserve(&myself, next, *request, attempt + 1, answer);
+                } else {
+                    let shortages = state.line_shortages(shortages);
+                    answer(Ok(Err(Refusal::Insufficient(shortages))));
+                }
+            }
+            OrchestratorMsg::Abandoned(id) => {
+                state.customer_pending.remove(&id);
             }
             OrchestratorMsg::Release { id, answer, ticket } => {
                 drop(ticket);
@@ -382,13 +423,36 @@ impl OrchestratorState {
     }
 
     fn customer_pending_units(&self, customer: &str, sku: SkuId) -> Qty {
-        self.pending
+        let multi: Qty = self
+            .pending
             .values()
             .filter(|p| p.reservation.customer_ref.as_deref() == Some(customer))
             .flat_map(|p| &p.reservation.lines)
             .filter(|l| l.sku == sku)
             .map(|l| l.reserved())
-            .sum()
+            .sum();
+        let single: Qty = self
+            .customer_pending
+            .values()
+            .filter(|(c, _)| c == customer)
+            .flat_map(|(_, units)| units)
+            .filter(|(s, _)| *s == sku)
+            .map(|(_, q)| *q)
+            .sum();
+        multi + single
+    }
+
+    fn line_shortages(&self, shortages: Vec<StockShortage>) -> Vec<LineShortage> {
+        shortages
+            .into_iter()
+            .filter_map(|s| {
+                self.skus.code(s.sku.0).cloned().map(|sku| LineShortage {
+                    sku,
+                    requested: s.requested,
+                    available: s.available,
+                })
+            })
+            .collect()
     }
 
     fn start_reserve(
@@ -428,12 +492,10 @@ impl OrchestratorState {
                 }
             }
         }
-        let single = holds.len() == 1;
+        if holds.len() == 1 {
+            return self.start_single(myself, id, request, attempt, reservation, holds, answer, now);
+        }
         let outstanding: Vec<StockPointId> = holds.iter().map(|(sp, _)| *sp).collect();
-        let created = Event::Reservation {
-            at: now,
-            event: ReservationEvent::Created(reservation.clone()),
-        };
         self.pending.insert(
             id,
             Pending {
@@ -448,13 +510,10 @@ impl OrchestratorState {
             },
         );
         for (sp, hold) in holds {
-            // With one stock point the reservation record rides in the hold's log record: one
-            // fsync acknowledges both.
-            let also = if single { vec![created.clone()] } else { Vec::new() };
             let me = myself.clone();
             let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
                 request: hold,
-                also,
+                also: Vec::new(),
                 answer: reply(move |answer| {
                     // The orchestrator stopping means the system is going down; nothing to tell.
                     let _ = me.send_message(OrchestratorMsg::HoldAnswered {
@@ -471,6 +530,68 @@ impl OrchestratorState {
         }
     }
 
+    /// The hot path: one stock point serves the whole reservation. The reservation record rides
+    /// in the hold's log record, so one fsync acknowledges both, and the caller is answered
+    /// straight from the log's acknowledgement; the orchestrator records it afterwards
+    /// (`Settled`), before any later request of that caller can reach it.
+    #[allow(clippy::too_many_arguments)]
+    fn start_single(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        id: ReservationId,
+        request: ReserveRequest,
+        attempt: u32,
+        reservation: Box<Reservation>,
+        mut holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
+        answer: Reply<Answer<Reservation>>,
+        now: Timestamp,
+    ) {
+        let Some((sp, hold)) = holds.pop() else { return };
+        if let Some(customer) = &reservation.customer_ref {
+            let units = reservation.lines.iter().map(|l| (l.sku, l.reserved())).collect();
+            self.customer_pending.insert(id, (customer.clone(), units));
+        }
+        let created = Event::Reservation {
+            at: now,
+            event: ReservationEvent::Created(reservation.clone()),
+        };
+        let me = myself.clone();
+        let request = Box::new(request);
+        let on_answer = move |outcome: HoldAnswer| {
+            let message = match outcome {
+                HoldAnswer::Placed => {
+                    let settled = OrchestratorMsg::Settled(reservation.clone());
+                    // Recorded before the caller hears back, so the caller's next request
+                    // finds it (one mailbox, first in first out).
+                    let _ = me.send_message(settled);
+                    return answer(Ok(Ok(*reservation)));
+                }
+                HoldAnswer::Insufficient(shortages) => OrchestratorMsg::Lost {
+                    id,
+                    request,
+                    attempt,
+                    shortages,
+                    answer,
+                },
+                HoldAnswer::Failed(error) => {
+                    let _ = me.send_message(OrchestratorMsg::Abandoned(id));
+                    return answer(Err(error));
+                }
+            };
+            let _ = me.send_message(message);
+        };
+        let (for_sp, here) = crate::once::split(on_answer);
+        let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
+            request: hold,
+            also: vec![created],
+            answer: reply(for_sp),
+            ticket,
+        });
+        if let Err(error) = sent {
+            here(HoldAnswer::Failed(error));
+        }
+    }
+
     fn hold_answered(
         &mut self,
         myself: &ActorRef<OrchestratorMsg>,
@@ -483,16 +604,16 @@ impl OrchestratorState {
         match answer {
             HoldAnswer::Placed => pending.placed.push(stock_point),
             HoldAnswer::Insufficient(shortages) => {
-                for s in shortages {
-                    let sku = self.skus.code(s.sku.0).cloned();
-                    if let Some(sku) = sku {
-                        pending.shortages.push(LineShortage {
+                let shortages = shortages
+                    .into_iter()
+                    .filter_map(|s| {
+                        self.skus.code(s.sku.0).cloned().map(|sku| LineShortage {
                             sku,
                             requested: s.requested,
                             available: s.available,
-                        });
-                    }
-                }
+                        })
+                    });
+                pending.shortages.extend(shortages);
             }
             HoldAnswer::Failed(error) => pending.failure = Some(error),
         }
@@ -502,13 +623,6 @@ impl OrchestratorState {
         let Some(pending) = self.pending.remove(&id) else { return };
         let all_placed = pending.shortages.is_empty() && pending.failure.is_none();
         if all_placed {
-            if pending.placed.len() == 1 && pending.reservation.stock_points().len() == 1 {
-                // The record was logged with the hold and is durable: done.
-                let reservation = pending.reservation.clone();
-                self.book.apply(&ReservationEvent::Created(pending.reservation));
-                (pending.answer)(Ok(Ok(*reservation)));
-                return;
-            }
             let event = Event::Reservation {
                 at: self.now(),
                 event: ReservationEvent::Created(pending.reservation.clone()),

@@ -1,0 +1,204 @@
+//! In-process throughput of durable holds through the actors (issue 4's figures).
+//!
+//! `cargo run --release -p conductor-benches --bin actor-holds -- [seconds] [requesters]`
+//! (`SCENARIO=hot|spread|reads` runs one scenario only)
+//!
+//! Scenarios, each on a fresh data dir, closed loop (every requester sends its next hold as
+//! soon as the previous one is acknowledged, i.e. durable):
+//! - one hot SKU at one warehouse;
+//! - 100 SKUs over 10 stock points;
+//! - the hot SKU again with storefront reads of the board running on their own thread.
+//!
+//! Prints holds/s, latency percentiles (HdrHistogram), holds per fsync and fsync time.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conductor_actors::orchestrator::StockPointSpec;
+use conductor_actors::{Conductor, Config};
+use conductor_engine::checkout::ReserveRequest;
+use conductor_engine::ids::{Code, Qty, SkuId, StockPointId};
+use conductor_engine::inventory::{AdjustReason, Adjustment};
+use conductor_engine::network::{Capability, Channel, Location, StockPointKind};
+use hdrhistogram::Histogram;
+
+struct Figures {
+    holds: u64,
+    refused: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    events: u64,
+    flushes: u64,
+    sync_nanos: u64,
+    reads: u64,
+}
+
+fn code(s: &str) -> Code {
+    Code::parse(s).expect("valid code")
+}
+
+async fn setup(c: &Conductor, stock_points: u32, skus: u32, stock: u64) -> Vec<(StockPointId, SkuId)> {
+    let mut sps = Vec::new();
+    for i in 0..stock_points {
+        let sp = c
+            .put_stock_point(StockPointSpec {
+                code: code(&format!("WH{i}")),
+                kind: StockPointKind::Warehouse,
+                name: format!("warehouse {i}"),
+                location: Location { lat: 45.0 + f64::from(i) * 0.3, lon: 2.0 + f64::from(i) * 0.2 },
+                priority: i,
+                channels: vec![Channel::Web],
+                capabilities: vec![Capability::Ship],
+                cost_per_shipment: 500,
+                tags: vec![],
+            })
+            .await
+            .expect("no error")
+            .expect("accepted");
+        sps.push(sp.id);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let codes: Vec<Code> = (0..skus).map(|i| code(&format!("SKU{i}"))).collect();
+    let ids = c.define_skus(codes).await.expect("no error").expect("defined");
+    let mut placed = Vec::new();
+    for (i, sku) in ids.iter().enumerate() {
+        let sp = sps[i % sps.len()];
+        c.adjust(sp, *sku, Adjustment::Set(Qty(stock)), AdjustReason::Adjustment)
+            .await
+            .expect("no error")
+            .expect("adjusted");
+        placed.push((sp, *sku));
+    }
+    placed
+}
+
+async fn run(label: &str, seconds: u64, requesters: usize, stock_points: u32, skus: u32, readers: bool) -> Figures {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (c, _) = Conductor::start(Config::new(dir.path())).await.expect("start");
+    let c = Arc::new(c);
+    let placed = setup(&c, stock_points, skus, u64::MAX / 4).await;
+    let before = c.log_stats();
+    let stop = Arc::new(AtomicBool::new(false));
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds")));
+    let holds = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = readers.then(|| {
+        let (board, stop, reads) = (c.board().clone(), stop.clone(), reads.clone());
+        let skus: Vec<SkuId> = placed.iter().map(|p| p.1).collect();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for sku in &skus {
+                    n += board.with_figures(*sku, |f| f.iter().map(|x| x.available.0).sum::<u64>()) & 1;
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            n
+        })
+    });
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for r in 0..requesters {
+        let (c, stop, latency, holds, refused) = (c.clone(), stop.clone(), latency.clone(), holds.clone(), refused.clone());
+        let sku_codes: Vec<Code> = (0..skus).map(|i| code(&format!("SKU{i}"))).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut i = r;
+            while !stop.load(Ordering::Relaxed) {
+                let request = ReserveRequest {
+                    channel: Channel::Web,
+                    lines: vec![(sku_codes[i % sku_codes.len()].clone(), Qty(1))],
+                    ship_to: None,
+                    pickup_at: None,
+                    ttl_seconds: 3_600,
+                    allow_split: true,
+                    allow_partial: false,
+                    allow_backorder: false,
+                    customer_ref: None,
+                    tags: Vec::new(),
+                };
+                i += 7;
+                let t = Instant::now();
+                match c.reserve(request).await {
+                    Ok(Ok(_)) => {
+                        holds.fetch_add(1, Ordering::Relaxed);
+                        let _ = local.record(t.elapsed().as_micros() as u64);
+                    }
+                    _ => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if let Ok(mut all) = latency.lock() {
+                let _ = all.add(&local);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    if let Some(reader) = reader {
+        let _ = reader.join();
+    }
+    let after = c.log_stats();
+    c.shutdown().await;
+    let latency = latency.lock().map(|h| h.clone()).unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
+    let figures = Figures {
+        holds: holds.load(Ordering::Relaxed),
+        refused: refused.load(Ordering::Relaxed),
+        elapsed,
+        latency,
+        events: after.events_written - before.events_written,
+        flushes: after.flushes - before.flushes,
+        sync_nanos: after.sync_nanos_total - before.sync_nanos_total,
+        reads: reads.load(Ordering::Relaxed),
+    };
+    print(label, &figures);
+    figures
+}
+
+fn print(label: &str, f: &Figures) {
+    let secs = f.elapsed.as_secs_f64();
+    let l = &f.latency;
+    println!(
+        "| {label} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {:.2}M |",
+        f.holds as f64 / secs,
+        l.value_at_quantile(0.5),
+        l.value_at_quantile(0.9),
+        l.value_at_quantile(0.99),
+        l.value_at_quantile(0.999),
+        l.max(),
+        f.events as f64 / f.flushes.max(1) as f64,
+        f.sync_nanos as f64 / f.flushes.max(1) as f64 / 1_000.0,
+        f.refused,
+        f.reads as f64 / secs / 1e6,
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let requesters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        println!("{requesters} requesters, {seconds} s each, closed loop, durable acks");
+        println!("| scenario | holds/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | events/fsync | µs/sync | refused | board reads/s |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        let only = std::env::var("SCENARIO").ok();
+        let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+        if wanted("hot") {
+            run("1 hot SKU, 1 warehouse", seconds, requesters, 1, 1, false).await;
+        }
+        if wanted("spread") {
+            run("100 SKUs, 10 stock points", seconds, requesters, 10, 100, false).await;
+        }
+        if wanted("reads") {
+            run("1 hot SKU + board reads", seconds, requesters, 1, 1, true).await;
+        }
+    });
+}
