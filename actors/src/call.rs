@@ -24,7 +24,9 @@ pub async fn ask<T: Send + 'static>(
     }))?;
     match tokio::time::timeout(CALL_TIMEOUT, rx).await {
         Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => Err(CommandError::Unavailable("the actor stopped before answering".into())),
+        Ok(Err(_)) => Err(CommandError::Unavailable(
+            "the actor stopped before answering".into(),
+        )),
         Err(_) => Err(CommandError::Timeout),
     }
 }
@@ -37,7 +39,9 @@ pub async fn log_durably(log: &Log, events: Vec<Event>) -> Result<(), CommandErr
     })?;
     match tokio::time::timeout(CALL_TIMEOUT, rx).await {
         Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(CommandError::LogFailed("the log stopped before answering".into())),
+        Ok(Err(_)) => Err(CommandError::LogFailed(
+            "the log stopped before answering".into(),
+        )),
         Err(_) => Err(CommandError::Timeout),
     }
 }

@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 
 use conductor_engine::checkout::ReserveRequest;
 use conductor_engine::hash::{FxHashMap, FxHashSet};
-use conductor_engine::idempotency::{IdempotencyEntry, IdempotencyEvent, IdempotencyKey, IdempotencyTable, Lookup, StoredResponse};
-use conductor_engine::ids::{Code, IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
+use conductor_engine::idempotency::{
+    IdempotencyEntry, IdempotencyEvent, IdempotencyKey, IdempotencyTable, Lookup, StoredResponse,
+};
+use conductor_engine::ids::{
+    Code, IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId,
+};
 use conductor_engine::inventory::{AdjustReason, Adjustment, Incoming, StockPointInventory};
 use conductor_engine::network::{Network, StockPoint};
 use conductor_engine::order::{FulfilmentStatus, Order};
@@ -157,20 +161,24 @@ impl Conductor {
         let dir = config.data_dir.clone();
         let wal_config = config.wal.clone();
         // Opening and replaying read the disk: off the runtime's worker threads.
-        let (wal, mut rebuild, report) = tokio::task::spawn_blocking(move || -> Result<_, WalError> {
-            let wal = Wal::<Event>::open(&dir, wal_config)?;
-            let mut rebuild = Rebuild::default();
-            let report = wal.recover(&mut rebuild)?;
-            Ok((wal, rebuild, report))
-        })
-        .await
-        .map_err(|e| StartError::Spawn(e.to_string()))??;
+        let (wal, mut rebuild, report) =
+            tokio::task::spawn_blocking(move || -> Result<_, WalError> {
+                let wal = Wal::<Event>::open(&dir, wal_config)?;
+                let mut rebuild = Rebuild::default();
+                let report = wal.recover(&mut rebuild)?;
+                Ok((wal, rebuild, report))
+            })
+            .await
+            .map_err(|e| StartError::Spawn(e.to_string()))??;
         let log = wal.appender();
         let now = config.clock.now();
         let settle = rebuild.state.reconcile(now);
         let settled = settle.len();
         if !settle.is_empty() {
-            warn!(events = settled, "settling operations a crash left half done");
+            warn!(
+                events = settled,
+                "settling operations a crash left half done"
+            );
             let events = settle.clone();
             let appender = log.clone();
             tokio::task::spawn_blocking(move || appender.append_and_wait(events))
@@ -231,7 +239,9 @@ impl Conductor {
                 .await
                 .map_err(|e| StartError::Spawn(e.to_string()))?;
         }
-        let downstream: Arc<dyn Downstream> = Arc::new(Forward { shared: Arc::downgrade(&shared) });
+        let downstream: Arc<dyn Downstream> = Arc::new(Forward {
+            shared: Arc::downgrade(&shared),
+        });
         let (orchestrator, _) = Actor::spawn_linked(
             None,
             crate::orchestrator::Orchestrator,
@@ -284,7 +294,11 @@ impl Conductor {
         }
         // Orders confirmed but not yet released are released after the wave window.
         for order in state.orders.values() {
-            if order.fulfilments.iter().any(|f| f.status == FulfilmentStatus::Allocated) {
+            if order
+                .fulfilments
+                .iter()
+                .any(|f| f.status == FulfilmentStatus::Allocated)
+            {
                 let _ = desk.send_message(DeskMsg::ToOrder(order.id, OrderMsg::Release));
             }
         }
@@ -353,7 +367,11 @@ impl Conductor {
 
     /// The network as last defined; cheap, never waits on an actor.
     pub fn network(&self) -> Arc<Network> {
-        self.shared.network.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .network
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Looks up an idempotency key. `New` also marks the key as running until
@@ -375,12 +393,23 @@ impl Conductor {
     }
 
     /// Remembers the response for a key durably, so that a retry (also after a restart) gets it.
-    pub async fn idempotency_record(&self, key: IdempotencyKey, fingerprint: u64, response: StoredResponse) -> Result<(), CommandError> {
+    pub async fn idempotency_record(
+        &self,
+        key: IdempotencyKey,
+        fingerprint: u64,
+        response: StoredResponse,
+    ) -> Result<(), CommandError> {
         let event = IdempotencyEvent::Recorded {
             key: key.clone(),
-            entry: IdempotencyEntry { fingerprint, response, at: self.now() },
+            entry: IdempotencyEntry {
+                fingerprint,
+                response,
+                at: self.now(),
+            },
         };
-        let logged = crate::call::log_durably(&self.shared.log, vec![Event::Idempotency(event.clone())]).await;
+        let logged =
+            crate::call::log_durably(&self.shared.log, vec![Event::Idempotency(event.clone())])
+                .await;
         let mut guard = lock(&self.shared.idempotency);
         guard.1.remove(&key);
         if logged.is_ok() {
@@ -415,14 +444,61 @@ impl Conductor {
         ask(|answer| {
             let ticket = gate.ticket()?;
             orchestrator
-                .send_message(OrchestratorMsg::Reserve { request, answer, ticket })
+                .send_message(OrchestratorMsg::Reserve {
+                    request,
+                    answer,
+                    ticket,
+                })
                 .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
         })
         .await
     }
 
-    pub async fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, CommandError> {
-        self.orchestrator_query(|reply| OrchestratorMsg::Get(id, reply)).await
+    /// Many reservations in one message (the batch interface): each gets its own answer, in
+    /// request order. Reservations served by one stock point are logged as one append per stock
+    /// point.
+    pub async fn reserve_batch(
+        &self,
+        requests: Vec<ReserveRequest>,
+    ) -> Result<Vec<Answer<Reservation>>, CommandError> {
+        self.accepting()?;
+        let orchestrator = self.orchestrator()?;
+        let ticket = self.shared.orchestrator_gate.ticket()?;
+        let mut waiting = Vec::with_capacity(requests.len());
+        let mut items = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            waiting.push(rx);
+            let answer: crate::stock_point::Reply<Answer<Reservation>> = Box::new(move |a| {
+                let _ = tx.send(a);
+            });
+            items.push((request, answer));
+        }
+        orchestrator
+            .send_message(OrchestratorMsg::ReserveBatch {
+                requests: items,
+                ticket,
+            })
+            .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))?;
+        let mut answers = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            answers.push(match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(CommandError::Unavailable(
+                    "the actor stopped before answering".into(),
+                )),
+                Err(_) => Err(CommandError::Timeout),
+            });
+        }
+        Ok(answers)
+    }
+
+    pub async fn reservation(
+        &self,
+        id: ReservationId,
+    ) -> Result<Option<Reservation>, CommandError> {
+        self.orchestrator_query(|reply| OrchestratorMsg::Get(id, reply))
+            .await
     }
 
     pub async fn release(&self, id: ReservationId) -> Answer<()> {
@@ -445,7 +521,12 @@ impl Conductor {
         ask(|answer| {
             let ticket = gate.ticket()?;
             orchestrator
-                .send_message(OrchestratorMsg::Confirm { id, customer_ref, answer, ticket })
+                .send_message(OrchestratorMsg::Confirm {
+                    id,
+                    customer_ref,
+                    answer,
+                    ticket,
+                })
                 .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
         })
         .await
@@ -467,7 +548,10 @@ impl Conductor {
 
     pub async fn order(&self, id: OrderId) -> Result<Option<Order>, CommandError> {
         let desk = self.desk()?;
-        match desk.call(|reply| DeskMsg::Get(id, reply), Some(CALL_TIMEOUT)).await {
+        match desk
+            .call(|reply| DeskMsg::Get(id, reply), Some(CALL_TIMEOUT))
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(order)) => Ok(order),
             Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
             _ => Err(CommandError::Unavailable("order desk stopped".into())),
@@ -484,12 +568,22 @@ impl Conductor {
         .await
     }
 
-    pub async fn open_return(&self, order: OrderId, lines: Vec<ReturnLine>, drop_off: Option<StockPointId>) -> Answer<ReturnRecord> {
+    pub async fn open_return(
+        &self,
+        order: OrderId,
+        lines: Vec<ReturnLine>,
+        drop_off: Option<StockPointId>,
+    ) -> Answer<ReturnRecord> {
         self.accepting()?;
         let desk = self.desk()?;
         ask(|answer| {
-            desk.send_message(DeskMsg::OpenReturn { order, lines, drop_off, answer })
-                .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
+            desk.send_message(DeskMsg::OpenReturn {
+                order,
+                lines,
+                drop_off,
+                answer,
+            })
+            .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
         })
         .await
     }
@@ -506,7 +600,10 @@ impl Conductor {
 
     pub async fn return_record(&self, ret: ReturnId) -> Result<Option<ReturnRecord>, CommandError> {
         let desk = self.desk()?;
-        match desk.call(|reply| DeskMsg::GetReturn(ret, reply), Some(CALL_TIMEOUT)).await {
+        match desk
+            .call(|reply| DeskMsg::GetReturn(ret, reply), Some(CALL_TIMEOUT))
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(record)) => Ok(record),
             Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
             _ => Err(CommandError::Unavailable("order desk stopped".into())),
@@ -516,30 +613,62 @@ impl Conductor {
     // --- network and inventory (admin) ------------------------------------------------------
 
     pub async fn put_stock_point(&self, spec: StockPointSpec) -> Answer<StockPoint> {
-        self.to_orchestrator(|answer| OrchestratorMsg::PutStockPoint { stock_point: Box::new(spec), answer }).await
+        self.to_orchestrator(|answer| OrchestratorMsg::PutStockPoint {
+            stock_point: Box::new(spec),
+            answer,
+        })
+        .await
     }
 
     pub async fn stock_points(&self) -> Result<Vec<StockPoint>, CommandError> {
-        self.orchestrator_query(OrchestratorMsg::ListStockPoints).await
+        self.orchestrator_query(OrchestratorMsg::ListStockPoints)
+            .await
     }
 
     pub async fn stock_point_id(&self, code: &str) -> Result<Option<StockPointId>, CommandError> {
-        Ok(self.stock_points().await?.into_iter().find(|sp| sp.code.as_str() == code).map(|sp| sp.id))
+        Ok(self
+            .stock_points()
+            .await?
+            .into_iter()
+            .find(|sp| sp.code.as_str() == code)
+            .map(|sp| sp.id))
     }
 
     /// Interns SKU codes, defining new ones durably.
     pub async fn define_skus(&self, codes: Vec<Code>) -> Answer<Vec<SkuId>> {
-        self.to_orchestrator(|answer| OrchestratorMsg::DefineSkus { codes, answer }).await
+        self.to_orchestrator(|answer| OrchestratorMsg::DefineSkus { codes, answer })
+            .await
     }
 
     async fn stock(&self, sp: StockPointId, command: StockCommand) -> Answer<()> {
         self.accepting()?;
         let stock_points = self.shared.stock_points.clone();
-        ask(|answer| stock_points.send(sp, |ticket| StockPointMsg::Command { command, answer, ticket })).await
+        ask(|answer| {
+            stock_points.send(sp, |ticket| StockPointMsg::Command {
+                command,
+                answer,
+                ticket,
+            })
+        })
+        .await
     }
 
-    pub async fn adjust(&self, sp: StockPointId, sku: SkuId, adjustment: Adjustment, reason: AdjustReason) -> Answer<()> {
-        self.stock(sp, StockCommand::Adjust { sku, adjustment, reason }).await
+    pub async fn adjust(
+        &self,
+        sp: StockPointId,
+        sku: SkuId,
+        adjustment: Adjustment,
+        reason: AdjustReason,
+    ) -> Answer<()> {
+        self.stock(
+            sp,
+            StockCommand::Adjust {
+                sku,
+                adjustment,
+                reason,
+            },
+        )
+        .await
     }
 
     pub async fn set_safety_stock(&self, sp: StockPointId, sku: SkuId, qty: Qty) -> Answer<()> {
@@ -550,20 +679,50 @@ impl Conductor {
         self.stock(sp, StockCommand::NonSellable { sku, qty }).await
     }
 
-    pub async fn expect_incoming(&self, sp: StockPointId, sku: SkuId, qty: Qty, eta: Timestamp) -> Answer<Incoming> {
-        self.to_orchestrator(|answer| OrchestratorMsg::ExpectIncoming { stock_point: sp, sku, qty, eta, answer }).await
+    pub async fn expect_incoming(
+        &self,
+        sp: StockPointId,
+        sku: SkuId,
+        qty: Qty,
+        eta: Timestamp,
+    ) -> Answer<Incoming> {
+        self.to_orchestrator(|answer| OrchestratorMsg::ExpectIncoming {
+            stock_point: sp,
+            sku,
+            qty,
+            eta,
+            answer,
+        })
+        .await
     }
 
-    pub async fn receive(&self, sp: StockPointId, sku: SkuId, qty: Qty, incoming: Option<IncomingId>) -> Answer<()> {
-        self.stock(sp, StockCommand::Receive { sku, qty, incoming }).await
+    pub async fn receive(
+        &self,
+        sp: StockPointId,
+        sku: SkuId,
+        qty: Qty,
+        incoming: Option<IncomingId>,
+    ) -> Answer<()> {
+        self.stock(sp, StockCommand::Receive { sku, qty, incoming })
+            .await
     }
 
-    pub async fn set_customer_limit(&self, sku: SkuId, max_per_customer: Option<Qty>) -> Answer<()> {
-        self.to_orchestrator(|answer| OrchestratorMsg::SetCustomerLimit { sku, max_per_customer, answer }).await
+    pub async fn set_customer_limit(
+        &self,
+        sku: SkuId,
+        max_per_customer: Option<Qty>,
+    ) -> Answer<()> {
+        self.to_orchestrator(|answer| OrchestratorMsg::SetCustomerLimit {
+            sku,
+            max_per_customer,
+            answer,
+        })
+        .await
     }
 
     pub async fn put_rules(&self, rules: Vec<Rule>) -> Answer<RuleSet> {
-        self.to_orchestrator(|answer| OrchestratorMsg::PutRules { rules, answer }).await
+        self.to_orchestrator(|answer| OrchestratorMsg::PutRules { rules, answer })
+            .await
     }
 
     pub async fn rules(&self) -> Result<RuleSet, CommandError> {
@@ -577,33 +736,65 @@ impl Conductor {
             .stock_points
             .get(sp)
             .ok_or_else(|| CommandError::Unavailable(format!("stock point {sp:?} is down")))?;
-        match handle.actor.call(StockPointMsg::Inspect, Some(CALL_TIMEOUT)).await {
+        match handle
+            .actor
+            .call(StockPointMsg::Inspect, Some(CALL_TIMEOUT))
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(inventory)) => Ok(inventory),
             Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
-            _ => Err(CommandError::Unavailable(format!("stock point {sp:?} stopped"))),
+            _ => Err(CommandError::Unavailable(format!(
+                "stock point {sp:?} stopped"
+            ))),
         }
     }
 
     // --- warehouse (fulfilment) -------------------------------------------------------------
 
-    pub async fn tasks(&self, sp: StockPointId, open_only: bool) -> Result<Vec<Task>, CommandError> {
+    pub async fn tasks(
+        &self,
+        sp: StockPointId,
+        open_only: bool,
+    ) -> Result<Vec<Task>, CommandError> {
         let handle = self
             .shared
             .warehouses
             .get(sp)
             .ok_or_else(|| CommandError::Unavailable(format!("warehouse {sp:?} is down")))?;
-        match handle.actor.call(|reply| WarehouseMsg::Tasks { open_only, reply }, Some(CALL_TIMEOUT)).await {
+        match handle
+            .actor
+            .call(
+                |reply| WarehouseMsg::Tasks { open_only, reply },
+                Some(CALL_TIMEOUT),
+            )
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(tasks)) => Ok(tasks),
             Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
-            _ => Err(CommandError::Unavailable(format!("warehouse {sp:?} stopped"))),
+            _ => Err(CommandError::Unavailable(format!(
+                "warehouse {sp:?} stopped"
+            ))),
         }
     }
 
     /// Completes a task at stock point `sp` (the caller's key must be bound to it).
-    pub async fn complete_task(&self, sp: StockPointId, task: String, qty: Option<Qty>) -> Answer<Task> {
+    pub async fn complete_task(
+        &self,
+        sp: StockPointId,
+        task: String,
+        qty: Option<Qty>,
+    ) -> Answer<Task> {
         self.accepting()?;
         let warehouses = self.shared.warehouses.clone();
-        ask(|answer| warehouses.send(sp, |ticket| WarehouseMsg::Complete { task, qty, answer, ticket })).await
+        ask(|answer| {
+            warehouses.send(sp, |ticket| WarehouseMsg::Complete {
+                task,
+                qty,
+                answer,
+                ticket,
+            })
+        })
+        .await
     }
 
     // --- operations -------------------------------------------------------------------------
@@ -617,7 +808,10 @@ impl Conductor {
     }
 
     pub fn deepest_mailbox(&self) -> usize {
-        self.shared.stock_points.deepest_mailbox().max(self.shared.orchestrator_gate.depth())
+        self.shared
+            .stock_points
+            .deepest_mailbox()
+            .max(self.shared.orchestrator_gate.depth())
     }
 
     /// Test hook: makes a stock point actor panic, to exercise supervision.
@@ -636,7 +830,9 @@ impl Conductor {
         while self.deepest_mailbox() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.root.stop_children_and_wait(None, Some(CALL_TIMEOUT)).await;
+        self.root
+            .stop_children_and_wait(None, Some(CALL_TIMEOUT))
+            .await;
         self.root.stop(None);
         let wal = lock(&self.wal).take();
         if let Some(wal) = wal {
@@ -651,7 +847,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn released_at(orders: &FxHashMap<OrderId, Order>, sp: StockPointId) -> Vec<(OrderId, conductor_engine::order::Fulfilment)> {
+fn released_at(
+    orders: &FxHashMap<OrderId, Order>,
+    sp: StockPointId,
+) -> Vec<(OrderId, conductor_engine::order::Fulfilment)> {
     let mut out: Vec<_> = orders
         .values()
         .flat_map(|o| o.fulfilments.iter().map(move |f| (o.id, f)))
@@ -659,7 +858,10 @@ fn released_at(orders: &FxHashMap<OrderId, Order>, sp: StockPointId) -> Vec<(Ord
             f.stock_point == sp
                 && matches!(
                     f.status,
-                    FulfilmentStatus::Released | FulfilmentStatus::Picking | FulfilmentStatus::Picked | FulfilmentStatus::Packed
+                    FulfilmentStatus::Released
+                        | FulfilmentStatus::Picking
+                        | FulfilmentStatus::Picked
+                        | FulfilmentStatus::Packed
                 )
         })
         .map(|(o, f)| (o, f.clone()))
@@ -669,7 +871,11 @@ fn released_at(orders: &FxHashMap<OrderId, Order>, sp: StockPointId) -> Vec<(Ord
 }
 
 /// Starts (or restarts) a stock point actor, linked to the supervisor, and records it.
-async fn start_stock_point(shared: &Arc<Shared>, supervisor: &ActorRef<SupervisorMsg>, inventory: StockPointInventory) -> Result<(), ractor::SpawnErr> {
+async fn start_stock_point(
+    shared: &Arc<Shared>,
+    supervisor: &ActorRef<SupervisorMsg>,
+    inventory: StockPointInventory,
+) -> Result<(), ractor::SpawnErr> {
     let id = inventory.id;
     let durable = lock(&shared.durable)
         .entry(id)
@@ -682,13 +888,27 @@ async fn start_stock_point(shared: &Arc<Shared>, supervisor: &ActorRef<Superviso
         clock: shared.clock.clone(),
         durable,
     };
-    let (actor, _) = Actor::spawn_linked(None, StockPointActor, args, supervisor.get_cell()).await?;
-    shared.stock_points.set(id, Some(Handle { actor, gate: Gate::default() }));
+    let (actor, _) =
+        Actor::spawn_linked(None, StockPointActor, args, supervisor.get_cell()).await?;
+    shared.stock_points.set(
+        id,
+        Some(Handle {
+            actor,
+            gate: Gate::default(),
+        }),
+    );
     Ok(())
 }
 
-async fn start_warehouse(shared: &Arc<Shared>, supervisor: &ActorRef<SupervisorMsg>, sp: StockPointId, released: Vec<(OrderId, conductor_engine::order::Fulfilment)>) -> Result<(), ractor::SpawnErr> {
-    let Some(desk) = lock(&shared.desk).clone() else { return Ok(()) };
+async fn start_warehouse(
+    shared: &Arc<Shared>,
+    supervisor: &ActorRef<SupervisorMsg>,
+    sp: StockPointId,
+    released: Vec<(OrderId, conductor_engine::order::Fulfilment)>,
+) -> Result<(), ractor::SpawnErr> {
+    let Some(desk) = lock(&shared.desk).clone() else {
+        return Ok(());
+    };
     let args = WarehouseArgs {
         stock_point: sp,
         desk,
@@ -696,7 +916,13 @@ async fn start_warehouse(shared: &Arc<Shared>, supervisor: &ActorRef<SupervisorM
         workers: shared.workers,
     };
     let (actor, _) = Actor::spawn_linked(None, WarehouseActor, args, supervisor.get_cell()).await?;
-    shared.warehouses.set(sp, Some(Handle { actor, gate: Gate::default() }));
+    shared.warehouses.set(
+        sp,
+        Some(Handle {
+            actor,
+            gate: Gate::default(),
+        }),
+    );
     Ok(())
 }
 
@@ -707,7 +933,9 @@ struct Forward {
 
 impl Downstream for Forward {
     fn stock_point_added(&self, stock_point: &StockPoint) {
-        let Some(shared) = self.shared.upgrade() else { return };
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
         let supervisor = lock(&shared.supervisor).clone();
         if let Some(supervisor) = supervisor {
             let _ = supervisor.send_message(SupervisorMsg::Add(stock_point.id));
@@ -719,12 +947,16 @@ impl Downstream for Forward {
     }
 
     fn network_changed(&self, network: &Network) {
-        let Some(shared) = self.shared.upgrade() else { return };
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
         *shared.network.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(network.clone());
     }
 
     fn order_confirmed(&self, order: Order) {
-        let Some(shared) = self.shared.upgrade() else { return };
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
         let desk = lock(&shared.desk).clone();
         if let Some(desk) = desk {
             let _ = desk.send_message(DeskMsg::Start(order));
@@ -751,11 +983,23 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = Arc<Shared>;
 
-    async fn pre_start(&self, _: ActorRef<SupervisorMsg>, shared: Arc<Shared>) -> Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState { shared, restarts: FxHashMap::default() })
+    async fn pre_start(
+        &self,
+        _: ActorRef<SupervisorMsg>,
+        shared: Arc<Shared>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            shared,
+            restarts: FxHashMap::default(),
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, message: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Add(id) => {
                 start_stock_point(&state.shared, &myself, StockPointInventory::new(id)).await?;
@@ -765,9 +1009,16 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         // The default would stop the supervisor, and with it the whole system, when a child fails.
-        let SupervisionEvent::ActorFailed(cell, reason) = event else { return Ok(()) };
+        let SupervisionEvent::ActorFailed(cell, reason) = event else {
+            return Ok(());
+        };
         state.shared.restarts.fetch_add(1, Ordering::Relaxed);
         let failed = state
             .shared
@@ -790,7 +1041,9 @@ impl Actor for Supervisor {
         recent.push(Instant::now());
         error!(stock_point = ?id, %reason, "stock point failed; restarting from its durable state");
         let durable = lock(&state.shared.durable).get(&id).cloned();
-        let Some(durable) = durable else { return Ok(()) };
+        let Some(durable) = durable else {
+            return Ok(());
+        };
         // Events the failed actor logged are still on their way to disk: wait until each has
         // been acknowledged into the durable copy.
         let deadline = Instant::now() + CALL_TIMEOUT;

@@ -70,9 +70,9 @@ impl<M: ractor::Message> Directory<M> {
         id: StockPointId,
         message: impl FnOnce(Ticket) -> M,
     ) -> Result<(), CommandError> {
-        let handle = self
-            .get(id)
-            .ok_or_else(|| CommandError::Unavailable(format!("actor of stock point {id:?} is down")))?;
+        let handle = self.get(id).ok_or_else(|| {
+            CommandError::Unavailable(format!("actor of stock point {id:?} is down"))
+        })?;
         let ticket = handle.gate.ticket()?;
         handle
             .actor
@@ -82,6 +82,10 @@ impl<M: ractor::Message> Directory<M> {
 
     /// The deepest mailbox, for metrics.
     pub fn deepest_mailbox(&self) -> usize {
-        self.all().iter().map(|(_, h)| h.gate.depth()).max().unwrap_or(0)
+        self.all()
+            .iter()
+            .map(|(_, h)| h.gate.depth())
+            .max()
+            .unwrap_or(0)
     }
 }

@@ -50,7 +50,9 @@ pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> R
 impl From<conductor_persistence::WalError> for CommandError {
     fn from(error: conductor_persistence::WalError) -> CommandError {
         match error {
-            conductor_persistence::WalError::Busy { .. } => CommandError::Busy("write-ahead log queue full"),
+            conductor_persistence::WalError::Busy { .. } => {
+                CommandError::Busy("write-ahead log queue full")
+            }
             other => CommandError::LogFailed(other.to_string()),
         }
     }

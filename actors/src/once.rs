@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 
 pub fn split<T: Send + 'static>(
     f: impl FnOnce(T) + Send + 'static,
-) -> (impl FnOnce(T) + Send + 'static, impl FnOnce(T) + Send + 'static) {
+) -> (
+    impl FnOnce(T) + Send + 'static,
+    impl FnOnce(T) + Send + 'static,
+) {
     let cell = Arc::new(Mutex::new(Some(f)));
     let other = cell.clone();
     (

@@ -12,11 +12,15 @@ use std::time::Duration;
 
 use conductor_engine::checkout::{self, CheckoutContext, LineShortage, Prepared, ReserveRequest};
 use conductor_engine::hash::FxHashMap;
-use conductor_engine::ids::{Code, FulfilmentId, Interner, OrderId, Qty, ReservationId, SkuId, StockPointId};
+use conductor_engine::ids::{
+    Code, FulfilmentId, Interner, OrderId, Qty, ReservationId, SkuId, StockPointId,
+};
 use conductor_engine::inventory::{Incoming, ReleaseReason, StockLine, StockShortage};
 use conductor_engine::network::{Network, StockPoint};
 use conductor_engine::order::{Order, OrderEvent, ResourceRequest};
-use conductor_engine::reservation::{Reservation, ReservationBook, ReservationEvent, ReservationStatus};
+use conductor_engine::reservation::{
+    Reservation, ReservationBook, ReservationEvent, ReservationStatus,
+};
 use conductor_engine::sourcing::{
     plan, CompiledRuleSet, PlanLine, PlanOptions, PlanOutcome, PlanRequest, Rule, RuleSet,
 };
@@ -30,7 +34,7 @@ use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::error::{invalid, Answer, CommandError, Refusal};
 use crate::mailbox::Ticket;
-use crate::stock_point::{reply, HoldAnswer, Reply, StockCommand, StockPointMsg};
+use crate::stock_point::{reply, BatchedHold, HoldAnswer, Reply, StockCommand, StockPointMsg};
 use crate::Log;
 
 /// Plans tried for one reservation before answering "insufficient": a hold that loses a race
@@ -43,6 +47,12 @@ pub enum OrchestratorMsg {
     Reserve {
         request: ReserveRequest,
         answer: Reply<Answer<Reservation>>,
+        ticket: Ticket,
+    },
+    /// Many reservations in one message; each gets its own answer. Reservations served by a
+    /// single stock point go to it as one batch (one append per stock point).
+    ReserveBatch {
+        requests: Vec<(ReserveRequest, Reply<Answer<Reservation>>)>,
         ticket: Ticket,
     },
     Release {
@@ -264,6 +274,10 @@ impl Actor for Orchestrator {
                 state.next.reservation += 1;
                 state.start_reserve(&myself, id, request, 1, answer);
             }
+            OrchestratorMsg::ReserveBatch { requests, ticket } => {
+                drop(ticket);
+                state.reserve_batch(&myself, requests);
+            }
             OrchestratorMsg::HoldAnswered {
                 id,
                 stock_point,
@@ -274,7 +288,9 @@ impl Actor for Orchestrator {
                     match result {
                         Ok(()) => {
                             let reservation = pending.reservation.clone();
-                            state.book.apply(&ReservationEvent::Created(pending.reservation));
+                            state
+                                .book
+                                .apply(&ReservationEvent::Created(pending.reservation));
                             (pending.answer)(Ok(Ok(*reservation)));
                         }
                         Err(error) => (pending.answer)(Err(error)),
@@ -370,11 +386,13 @@ impl Actor for Orchestrator {
                 state.next.incoming += 1;
                 let echo = incoming.clone();
                 let command = StockCommand::Expect { sku, incoming };
-                let sent = state.directory.send(stock_point, |ticket| StockPointMsg::Command {
-                    command,
-                    answer: reply(move |r: Answer<()>| answer(r.map(|r| r.map(|()| echo)))),
-                    ticket,
-                });
+                let sent = state
+                    .directory
+                    .send(stock_point, |ticket| StockPointMsg::Command {
+                        command,
+                        answer: reply(move |r: Answer<()>| answer(r.map(|r| r.map(|()| echo)))),
+                        ticket,
+                    });
                 if let Err(error) = sent {
                     warn!(%error, "incoming not sent");
                 }
@@ -393,7 +411,9 @@ impl Actor for Orchestrator {
 }
 
 /// Adapts a unit answer to the log's completion.
-fn answer_unit(answer: Reply<Answer<()>>) -> impl FnOnce(Result<(), CommandError>) + Send + 'static {
+fn answer_unit(
+    answer: Reply<Answer<()>>,
+) -> impl FnOnce(Result<(), CommandError>) + Send + 'static {
     move |r| answer(r.map(Ok))
 }
 
@@ -410,10 +430,9 @@ impl OrchestratorState {
         done: impl FnOnce(Result<(), CommandError>) + Send + 'static,
     ) -> bool {
         let (for_log, here) = crate::once::split(done);
-        match self
-            .log
-            .try_append(events, move |r| for_log(r.map(|_| ()).map_err(CommandError::from)))
-        {
+        match self.log.try_append(events, move |r| {
+            for_log(r.map(|_| ()).map_err(CommandError::from))
+        }) {
             Ok(()) => true,
             Err(error) => {
                 here(Err(CommandError::from(error)));
@@ -464,6 +483,31 @@ impl OrchestratorState {
         answer: Reply<Answer<Reservation>>,
     ) {
         let now = self.now();
+        let mut answer = Some(answer);
+        let prepared = self.prepare_or_answer(id, &request, now, |a| {
+            if let Some(answer) = answer.take() {
+                answer(a)
+            }
+        });
+        let (Some((reservation, holds)), Some(answer)) = (prepared, answer) else {
+            return;
+        };
+        if holds.len() == 1 {
+            return self.start_single(myself, id, request, attempt, reservation, holds, answer, now);
+        }
+        self.place_multi(myself, id, request, attempt, reservation, holds, answer);
+    }
+
+    /// Plans a request and checks the per-customer limits; on a "no", answers it and returns
+    /// `None`.
+    #[allow(clippy::type_complexity)]
+    fn prepare_or_answer(
+        &self,
+        id: ReservationId,
+        request: &ReserveRequest,
+        now: Timestamp,
+        answer: impl FnOnce(Answer<Reservation>),
+    ) -> Option<(Box<Reservation>, Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>)> {
         let ctx = CheckoutContext {
             skus: &self.skus,
             network: &self.network,
@@ -471,30 +515,55 @@ impl OrchestratorState {
             view: &*self.board,
             book: &self.book,
         };
-        let (reservation, holds) = match checkout::prepare(&ctx, &request, id, now) {
-            Err(error) => return answer(Ok(Err(invalid("pickup_at", error.to_string())))),
-            Ok(Prepared::Insufficient(shortages)) => return answer(Ok(Err(Refusal::Insufficient(shortages)))),
-            Ok(Prepared::LimitExceeded(refusal)) => return answer(Ok(Err(Refusal::LimitExceeded(refusal.to_string())))),
+        let (reservation, holds) = match checkout::prepare(&ctx, request, id, now) {
+            Err(error) => {
+                answer(Ok(Err(invalid("pickup_at", error.to_string()))));
+                return None;
+            }
+            Ok(Prepared::Insufficient(shortages)) => {
+                answer(Ok(Err(Refusal::Insufficient(shortages))));
+                return None;
+            }
+            Ok(Prepared::LimitExceeded(refusal)) => {
+                answer(Ok(Err(Refusal::LimitExceeded(refusal.to_string()))));
+                return None;
+            }
             Ok(Prepared::Reserve { reservation, holds }) => (reservation, holds),
         };
         if let Some(customer) = &request.customer_ref {
             // Reservations still being placed count against the customer's limit too, so that
             // concurrent requests cannot slip past it.
             for line in &reservation.lines {
-                let Some(max) = self.book.limit(line.sku) else { continue };
+                let Some(max) = self.book.limit(line.sku) else {
+                    continue;
+                };
                 let total = self.book.customer_units(customer, line.sku)
                     + self.customer_pending_units(customer, line.sku)
                     + line.reserved();
                 if total > max {
-                    return answer(Ok(Err(Refusal::LimitExceeded(format!(
+                    answer(Ok(Err(Refusal::LimitExceeded(format!(
                         "at most {max} units of this SKU per customer"
                     )))));
+                    return None;
                 }
             }
         }
-        if holds.len() == 1 {
-            return self.start_single(myself, id, request, attempt, reservation, holds, answer, now);
-        }
+        Some((reservation, holds))
+    }
+
+    /// Places the holds of a plan over several stock points; the reservation record is logged
+    /// once every hold is durable.
+    #[allow(clippy::too_many_arguments)]
+    fn place_multi(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        id: ReservationId,
+        request: ReserveRequest,
+        attempt: u32,
+        reservation: Box<Reservation>,
+        holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
+        answer: Reply<Answer<Reservation>>,
+    ) {
         let outstanding: Vec<StockPointId> = holds.iter().map(|(sp, _)| *sp).collect();
         self.pending.insert(
             id,
@@ -502,7 +571,7 @@ impl OrchestratorState {
                 request,
                 reservation,
                 attempt,
-                outstanding: outstanding.clone(),
+                outstanding,
                 placed: Vec::new(),
                 shortages: Vec::new(),
                 failure: None,
@@ -542,11 +611,38 @@ impl OrchestratorState {
         request: ReserveRequest,
         attempt: u32,
         reservation: Box<Reservation>,
-        mut holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
+        holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
         answer: Reply<Answer<Reservation>>,
         now: Timestamp,
     ) {
-        let Some((sp, hold)) = holds.pop() else { return };
+        let Some((sp, hold, here)) = self.single_hold(myself, id, request, attempt, reservation, holds, answer, now) else { return };
+        let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
+            request: hold.request,
+            also: hold.also,
+            answer: hold.answer,
+            ticket,
+        });
+        if let Err(error) = sent {
+            here(HoldAnswer::Failed(error));
+        }
+    }
+
+    /// Builds the hold of a single-stock-point reservation, with the reservation record to log
+    /// alongside and the answer that settles it. The returned closure answers the hold itself
+    /// when it cannot be sent.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn single_hold(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        id: ReservationId,
+        request: ReserveRequest,
+        attempt: u32,
+        reservation: Box<Reservation>,
+        mut holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
+        answer: Reply<Answer<Reservation>>,
+        now: Timestamp,
+    ) -> Option<(StockPointId, BatchedHold, Box<dyn FnOnce(HoldAnswer) + Send>)> {
+        let (sp, hold) = holds.pop()?;
         if let Some(customer) = &reservation.customer_ref {
             let units = reservation.lines.iter().map(|l| (l.sku, l.reserved())).collect();
             self.customer_pending.insert(id, (customer.clone(), units));
@@ -581,14 +677,64 @@ impl OrchestratorState {
             let _ = me.send_message(message);
         };
         let (for_sp, here) = crate::once::split(on_answer);
-        let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
-            request: hold,
-            also: vec![created],
-            answer: reply(for_sp),
-            ticket,
-        });
-        if let Err(error) = sent {
-            here(HoldAnswer::Failed(error));
+        Some((
+            sp,
+            BatchedHold {
+                request: hold,
+                also: vec![created],
+                answer: reply(for_sp),
+            },
+            Box::new(here),
+        ))
+    }
+
+    fn reserve_batch(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        requests: Vec<(ReserveRequest, Reply<Answer<Reservation>>)>,
+    ) {
+        let now = self.now();
+        let mut per_stock_point: FxHashMap<StockPointId, Vec<(BatchedHold, Box<dyn FnOnce(HoldAnswer) + Send>)>> =
+            FxHashMap::default();
+        for (request, answer) in requests {
+            if let Err(e) = request.validate() {
+                answer(Ok(Err(invalid(e.field, e.message))));
+                continue;
+            }
+            let id = ReservationId(self.next.reservation);
+            self.next.reservation += 1;
+            let mut answer = Some(answer);
+            let prepared = self.prepare_or_answer(id, &request, now, |a| {
+                if let Some(answer) = answer.take() {
+                    answer(a)
+                }
+            });
+            let (Some((reservation, holds)), Some(answer)) = (prepared, answer) else {
+                continue;
+            };
+            if holds.len() != 1 {
+                self.place_multi(myself, id, request, 1, reservation, holds, answer);
+                continue;
+            }
+            if let Some((sp, hold, here)) = self.single_hold(myself, id, request, 1, reservation, holds, answer, now) {
+                per_stock_point.entry(sp).or_default().push((hold, here));
+            }
+        }
+        for (sp, items) in per_stock_point {
+            let mut holds = Vec::with_capacity(items.len());
+            let mut fallbacks = Vec::with_capacity(items.len());
+            for (hold, here) in items {
+                holds.push(hold);
+                fallbacks.push(here);
+            }
+            let sent = self
+                .directory
+                .send(sp, |ticket| StockPointMsg::HoldBatch { holds, ticket });
+            if let Err(error) = sent {
+                for here in fallbacks {
+                    here(HoldAnswer::Failed(error.clone()));
+                }
+            }
         }
     }
 
@@ -599,20 +745,20 @@ impl OrchestratorState {
         stock_point: StockPointId,
         answer: HoldAnswer,
     ) {
-        let Some(pending) = self.pending.get_mut(&id) else { return };
+        let Some(pending) = self.pending.get_mut(&id) else {
+            return;
+        };
         pending.outstanding.retain(|sp| *sp != stock_point);
         match answer {
             HoldAnswer::Placed => pending.placed.push(stock_point),
             HoldAnswer::Insufficient(shortages) => {
-                let shortages = shortages
-                    .into_iter()
-                    .filter_map(|s| {
-                        self.skus.code(s.sku.0).cloned().map(|sku| LineShortage {
-                            sku,
-                            requested: s.requested,
-                            available: s.available,
-                        })
-                    });
+                let shortages = shortages.into_iter().filter_map(|s| {
+                    self.skus.code(s.sku.0).cloned().map(|sku| LineShortage {
+                        sku,
+                        requested: s.requested,
+                        available: s.available,
+                    })
+                });
                 pending.shortages.extend(shortages);
             }
             HoldAnswer::Failed(error) => pending.failure = Some(error),
@@ -620,7 +766,9 @@ impl OrchestratorState {
         if !pending.outstanding.is_empty() {
             return;
         }
-        let Some(pending) = self.pending.remove(&id) else { return };
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
         let all_placed = pending.shortages.is_empty() && pending.failure.is_none();
         if all_placed {
             let event = Event::Reservation {
@@ -645,7 +793,13 @@ impl OrchestratorState {
             debug!(reservation = %id, attempt = pending.attempt, "hold lost a race; re-planning");
             let next = ReservationId(self.next.reservation);
             self.next.reservation += 1;
-            return self.start_reserve(myself, next, pending.request, pending.attempt + 1, pending.answer);
+            return self.start_reserve(
+                myself,
+                next,
+                pending.request,
+                pending.attempt + 1,
+                pending.answer,
+            );
         }
         (pending.answer)(Ok(Err(Refusal::Insufficient(pending.shortages))));
     }
@@ -670,7 +824,9 @@ impl OrchestratorState {
 
     fn release(&mut self, id: ReservationId, answer: Reply<Answer<()>>) {
         if self.confirming.contains_key(&id) {
-            return answer(Ok(Err(Refusal::Conflict(format!("{id} is being confirmed")))));
+            return answer(Ok(Err(Refusal::Conflict(format!(
+                "{id} is being confirmed"
+            )))));
         }
         let now = self.now();
         let event = match self.book.decide_release(id, now) {
@@ -680,9 +836,16 @@ impl OrchestratorState {
             }
             Err(refusal) => return answer(Ok(Err(Refusal::Conflict(refusal.to_string())))),
         };
-        let stock_points = self.book.get(id).map(Reservation::stock_points).unwrap_or_default();
+        let stock_points = self
+            .book
+            .get(id)
+            .map(Reservation::stock_points)
+            .unwrap_or_default();
         let logged = self.log_then(
-            vec![Event::Reservation { at: now, event: event.clone() }],
+            vec![Event::Reservation {
+                at: now,
+                event: event.clone(),
+            }],
             answer_unit(answer),
         );
         if logged {
@@ -701,7 +864,9 @@ impl OrchestratorState {
         answer: Reply<Answer<Order>>,
     ) {
         if self.confirming.contains_key(&id) {
-            return answer(Ok(Err(Refusal::Conflict(format!("{id} is being confirmed")))));
+            return answer(Ok(Err(Refusal::Conflict(format!(
+                "{id} is being confirmed"
+            )))));
         }
         let now = self.now();
         let order_id = OrderId(self.next.order);
@@ -712,23 +877,44 @@ impl OrchestratorState {
             }
             Err(refusal) => return answer(Ok(Err(Refusal::Conflict(refusal.to_string())))),
         };
-        let Some(reservation) = self.book.get(id).cloned() else { return };
-        let mut created = match checkout::order_from_reservation(&reservation, order_id, FulfilmentId(self.next.fulfilment)) {
+        let Some(reservation) = self.book.get(id).cloned() else {
+            return;
+        };
+        let mut created = match checkout::order_from_reservation(
+            &reservation,
+            order_id,
+            FulfilmentId(self.next.fulfilment),
+        ) {
             Ok(created) => created,
             Err(error) => return answer(Ok(Err(Refusal::Conflict(error.to_string())))),
         };
-        if let (OrderEvent::Created { customer_ref: slot, .. }, Some(customer)) = (&mut created, customer_ref) {
+        if let (
+            OrderEvent::Created {
+                customer_ref: slot, ..
+            },
+            Some(customer),
+        ) = (&mut created, customer_ref)
+        {
             *slot = Some(customer);
         }
-        let Some(order) = Order::from_created(&created, now) else { return };
+        let Some(order) = Order::from_created(&created, now) else {
+            return;
+        };
         self.next.order += 1;
         self.next.fulfilment += order.fulfilments.len() as u64;
         let stock_points = reservation.stock_points();
         let single = stock_points.len() == 1;
         let also = if single {
             vec![
-                Event::Reservation { at: now, event: confirm },
-                Event::Order { order: order_id, at: now, event: Box::new(created.clone()) },
+                Event::Reservation {
+                    at: now,
+                    event: confirm,
+                },
+                Event::Order {
+                    order: order_id,
+                    at: now,
+                    event: Box::new(created.clone()),
+                },
             ]
         } else {
             Vec::new()
@@ -749,15 +935,21 @@ impl OrchestratorState {
         for sp in stock_points {
             let me = myself.clone();
             let also = also.clone();
-            let sent = self.directory.send(sp, |ticket| StockPointMsg::AllocateHold {
-                reservation: id,
-                order: order_id,
-                also,
-                answer: reply(move |result| {
-                    let _ = me.send_message(OrchestratorMsg::AllocationAnswered { id, stock_point: sp, result });
-                }),
-                ticket,
-            });
+            let sent = self
+                .directory
+                .send(sp, |ticket| StockPointMsg::AllocateHold {
+                    reservation: id,
+                    order: order_id,
+                    also,
+                    answer: reply(move |result| {
+                        let _ = me.send_message(OrchestratorMsg::AllocationAnswered {
+                            id,
+                            stock_point: sp,
+                            result,
+                        });
+                    }),
+                    ticket,
+                });
             if let Err(error) = sent {
                 self.allocation_answered(myself, id, sp, Err(error));
             }
@@ -771,7 +963,9 @@ impl OrchestratorState {
         stock_point: StockPointId,
         result: Answer<()>,
     ) {
-        let Some(confirming) = self.confirming.get_mut(&id) else { return };
+        let Some(confirming) = self.confirming.get_mut(&id) else {
+            return;
+        };
         confirming.outstanding.retain(|sp| *sp != stock_point);
         match result {
             Ok(Ok(())) => confirming.allocated.push(stock_point),
@@ -791,8 +985,18 @@ impl OrchestratorState {
             let now = self.clock.now();
             let order_id = confirming.order.id;
             let events = vec![
-                Event::Reservation { at: now, event: ReservationEvent::Confirmed { id, order: order_id } },
-                Event::Order { order: order_id, at: now, event: Box::new(confirming.created.clone()) },
+                Event::Reservation {
+                    at: now,
+                    event: ReservationEvent::Confirmed {
+                        id,
+                        order: order_id,
+                    },
+                },
+                Event::Order {
+                    order: order_id,
+                    at: now,
+                    event: Box::new(confirming.created.clone()),
+                },
             ];
             let me = myself.clone();
             self.log_then(events, move |result| {
@@ -800,7 +1004,9 @@ impl OrchestratorState {
             });
             return;
         }
-        let Some(confirming) = self.confirming.remove(&id) else { return };
+        let Some(confirming) = self.confirming.remove(&id) else {
+            return;
+        };
         // Give back what was allocated; the reservation stays as it was (and expires).
         for sp in &confirming.allocated {
             let order = confirming.order.id;
@@ -825,10 +1031,15 @@ impl OrchestratorState {
     }
 
     fn confirm_durable(&mut self, id: ReservationId, result: Result<(), CommandError>) {
-        let Some(confirming) = self.confirming.remove(&id) else { return };
+        let Some(confirming) = self.confirming.remove(&id) else {
+            return;
+        };
         match result {
             Ok(()) => {
-                self.book.apply(&ReservationEvent::Confirmed { id, order: confirming.order.id });
+                self.book.apply(&ReservationEvent::Confirmed {
+                    id,
+                    order: confirming.order.id,
+                });
                 self.downstream.order_confirmed(confirming.order.clone());
                 (confirming.answer)(Ok(Ok(confirming.order)));
             }
@@ -852,7 +1063,10 @@ impl OrchestratorState {
         }
         let events = due
             .iter()
-            .map(|event| Event::Reservation { at: now, event: event.clone() })
+            .map(|event| Event::Reservation {
+                at: now,
+                event: event.clone(),
+            })
             .collect();
         if self.log_then(events, |r| {
             if let Err(error) = r {
@@ -866,7 +1080,9 @@ impl OrchestratorState {
     }
 
     fn arm(&mut self, myself: &ActorRef<OrchestratorMsg>) {
-        let Some(next) = self.book.next_expiry() else { return };
+        let Some(next) = self.book.next_expiry() else {
+            return;
+        };
         if self.armed.is_some_and(|armed| armed <= next) {
             return;
         }
@@ -883,7 +1099,11 @@ impl OrchestratorState {
         let Some(code) = self.skus.code(request.sku.0).cloned() else {
             return answer(Ok(Err(Refusal::NotFound(format!("{:?}", request.sku)))));
         };
-        let lines = [PlanLine { sku: request.sku, code: code.as_str(), qty: request.missing }];
+        let lines = [PlanLine {
+            sku: request.sku,
+            code: code.as_str(),
+            qty: request.missing,
+        }];
         let plan_request = PlanRequest {
             channel: conductor_engine::network::Channel::Web,
             lines: &lines,
@@ -891,7 +1111,11 @@ impl OrchestratorState {
             pickup_at: None,
             tags: &[],
             exclude: &request.exclude,
-            options: PlanOptions { allow_split: true, allow_partial: true, allow_backorder: false },
+            options: PlanOptions {
+                allow_split: true,
+                allow_partial: true,
+                allow_backorder: false,
+            },
             now: self.now(),
         };
         let allocations = match plan(&self.compiled, &self.network, &*self.board, &plan_request) {
@@ -903,13 +1127,21 @@ impl OrchestratorState {
             return answer(Ok(Ok(Vec::new())));
         }
         // Allocate at each planned stock point; answer when all have answered.
-        let results = Arc::new(std::sync::Mutex::new((allocations.len(), Vec::new(), Some(answer))));
+        let results = Arc::new(std::sync::Mutex::new((
+            allocations.len(),
+            Vec::new(),
+            Some(answer),
+        )));
         for a in allocations {
             let results = results.clone();
             let (sp, qty) = (a.stock_point, a.qty);
             let fulfilment = FulfilmentId(self.next.fulfilment);
             self.next.fulfilment += 1;
-            let lines = vec![StockLine { sku: a.sku, qty: a.qty, source: a.source }];
+            let lines = vec![StockLine {
+                sku: a.sku,
+                qty: a.qty,
+                source: a.source,
+            }];
             let finish = move |r: Answer<()>| {
                 let mut guard = results.lock().unwrap_or_else(|e| e.into_inner());
                 guard.0 -= 1;
@@ -925,7 +1157,10 @@ impl OrchestratorState {
             };
             let (for_sp, here) = crate::once::split(finish);
             let sent = self.directory.send(sp, |ticket| StockPointMsg::Command {
-                command: StockCommand::Allocate { order: request.order, lines },
+                command: StockCommand::Allocate {
+                    order: request.order,
+                    lines,
+                },
                 answer: reply(for_sp),
                 ticket,
             });
@@ -936,7 +1171,11 @@ impl OrchestratorState {
     }
 
     fn put_stock_point(&mut self, spec: StockPointSpec, answer: Reply<Answer<StockPoint>>) {
-        let existing = self.network.iter().find(|sp| sp.code == spec.code).map(|sp| sp.id);
+        let existing = self
+            .network
+            .iter()
+            .find(|sp| sp.code == spec.code)
+            .map(|sp| sp.id);
         let id = existing.unwrap_or(StockPointId(self.network.len() as u32));
         let stock_point = StockPoint {
             id,
@@ -997,7 +1236,9 @@ impl OrchestratorState {
             Err(error) => return answer(Ok(Err(invalid(error.path, error.message)))),
         };
         let echo = set.clone();
-        if self.log_then(vec![Event::RulesReplaced(set.clone())], move |r| answer(r.map(|()| Ok(echo)))) {
+        if self.log_then(vec![Event::RulesReplaced(set.clone())], move |r| {
+            answer(r.map(|()| Ok(echo)))
+        }) {
             self.rules = set;
             self.compiled = compiled;
         }

@@ -13,7 +13,9 @@ use conductor_engine::hash::FxHashMap;
 use conductor_engine::ids::{FulfilmentId, OrderId, Qty, ReturnId, SkuId, StockPointId};
 use conductor_engine::inventory::Source;
 use conductor_engine::network::{Location, Network};
-use conductor_engine::order::{self, Allocation, Fulfilment, FulfilmentStatus, Order, OrderError, OrderEvent, PickOutcome};
+use conductor_engine::order::{
+    self, Allocation, Fulfilment, FulfilmentStatus, Order, OrderError, OrderEvent, PickOutcome,
+};
 use conductor_engine::returns::{self, ReturnLine, ReturnPolicy, ReturnRecord};
 use conductor_engine::state::Event;
 use conductor_engine::time::Timestamp;
@@ -35,16 +37,31 @@ pub const ORDER_IDLE_MS: u64 = 30_000;
 /// A step reported by a warehouse.
 #[derive(Clone, Debug)]
 pub enum Step {
-    Picked { fulfilment: FulfilmentId, sku: SkuId, qty: Qty },
-    Packed { fulfilment: FulfilmentId },
-    Shipped { fulfilment: FulfilmentId, carrier: String, tracking: String },
+    Picked {
+        fulfilment: FulfilmentId,
+        sku: SkuId,
+        qty: Qty,
+    },
+    Packed {
+        fulfilment: FulfilmentId,
+    },
+    Shipped {
+        fulfilment: FulfilmentId,
+        carrier: String,
+        tracking: String,
+    },
 }
 
 pub enum OrderMsg {
     /// Hand every allocated fulfilment to its warehouse (the wave for this order).
     Release,
-    Step { step: Step, answer: Reply<Answer<()>> },
-    Cancel { answer: Reply<Answer<Order>> },
+    Step {
+        step: Step,
+        answer: Reply<Answer<()>>,
+    },
+    Cancel {
+        answer: Reply<Answer<Order>>,
+    },
     OpenReturn {
         ret: ReturnId,
         lines: Vec<ReturnLine>,
@@ -70,7 +87,10 @@ pub enum DeskMsg {
         answer: Reply<Answer<ReturnRecord>>,
     },
     ReturnOpened(ReturnRecord),
-    ReceiveReturn { ret: ReturnId, answer: Reply<Answer<ReturnRecord>> },
+    ReceiveReturn {
+        ret: ReturnId,
+        answer: Reply<Answer<ReturnRecord>>,
+    },
     GetReturn(ReturnId, RpcReplyPort<Option<ReturnRecord>>),
     StockPointAdded(Box<conductor_engine::network::StockPoint>),
     /// Live and passivated order counts.
@@ -114,7 +134,11 @@ impl Actor for OrderDesk {
     type State = DeskState;
     type Arguments = DeskArgs;
 
-    async fn pre_start(&self, _: ActorRef<DeskMsg>, args: DeskArgs) -> Result<DeskState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<DeskMsg>,
+        args: DeskArgs,
+    ) -> Result<DeskState, ActorProcessingErr> {
         Ok(DeskState {
             context: args.context,
             live: FxHashMap::default(),
@@ -126,7 +150,12 @@ impl Actor for OrderDesk {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<DeskMsg>, message: DeskMsg, state: &mut DeskState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<DeskMsg>,
+        message: DeskMsg,
+        state: &mut DeskState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             DeskMsg::Start(order) => {
                 let id = order.id;
@@ -153,7 +182,12 @@ impl Actor for OrderDesk {
                 state.live.remove(&order.id);
                 state.resting.insert(order.id, order);
             }
-            DeskMsg::OpenReturn { order, lines, drop_off, answer } => {
+            DeskMsg::OpenReturn {
+                order,
+                lines,
+                drop_off,
+                answer,
+            } => {
                 let ret = ReturnId(state.next_return);
                 state.next_return += 1;
                 match state.actor(&myself, order).await? {
@@ -207,7 +241,11 @@ fn refuse_missing(id: OrderId, message: OrderMsg) {
 }
 
 impl DeskState {
-    async fn spawn(&mut self, desk: &ActorRef<DeskMsg>, order: Order) -> Result<ActorRef<OrderMsg>, ActorProcessingErr> {
+    async fn spawn(
+        &mut self,
+        desk: &ActorRef<DeskMsg>,
+        order: Order,
+    ) -> Result<ActorRef<OrderMsg>, ActorProcessingErr> {
         let id = order.id;
         let args = OrderArgs {
             order,
@@ -221,7 +259,11 @@ impl DeskState {
         Ok(actor)
     }
 
-    async fn actor(&mut self, desk: &ActorRef<DeskMsg>, id: OrderId) -> Result<Option<ActorRef<OrderMsg>>, ActorProcessingErr> {
+    async fn actor(
+        &mut self,
+        desk: &ActorRef<DeskMsg>,
+        id: OrderId,
+    ) -> Result<Option<ActorRef<OrderMsg>>, ActorProcessingErr> {
         if let Some(actor) = self.live.get(&id) {
             return Ok(Some(actor.clone()));
         }
@@ -240,20 +282,40 @@ impl DeskState {
             Err(error) => return Ok(Err(Refusal::Conflict(error.to_string()))),
         };
         for restock in &restocks {
-            let command = StockCommand::Restock { sku: restock.sku, qty: restock.qty, ret };
+            let command = StockCommand::Restock {
+                sku: restock.sku,
+                qty: restock.qty,
+                ret,
+            };
             let stock_points = self.context.stock_points.clone();
             let sp = restock.stock_point;
-            if let Err(refusal) = ask(|answer| stock_points.send(sp, |ticket| StockPointMsg::Command { command, answer, ticket })).await? {
+            if let Err(refusal) = ask(|answer| {
+                stock_points.send(sp, |ticket| StockPointMsg::Command {
+                    command,
+                    answer,
+                    ticket,
+                })
+            })
+            .await?
+            {
                 return Ok(Err(refusal));
             }
         }
         let now = self.context.clock.now();
-        let mut events = vec![Event::Return { ret, at: now, event: Box::new(event.clone()) }];
+        let mut events = vec![Event::Return {
+            ret,
+            at: now,
+            event: Box::new(event.clone()),
+        }];
         let record = self.returns.get_mut(&ret).expect("checked above");
         returns::apply(record, &event, now);
         if let Ok(refund) = returns::issue_refund(record) {
             returns::apply(record, &refund, now);
-            events.push(Event::Return { ret, at: now, event: Box::new(refund) });
+            events.push(Event::Return {
+                ret,
+                at: now,
+                event: Box::new(refund),
+            });
         }
         log_durably(&self.context.log, events).await?;
         Ok(Ok(record.clone()))
@@ -284,7 +346,11 @@ impl Actor for OrderActor {
     type State = OrderState;
     type Arguments = OrderArgs;
 
-    async fn pre_start(&self, myself: ActorRef<OrderMsg>, args: OrderArgs) -> Result<OrderState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<OrderMsg>,
+        args: OrderArgs,
+    ) -> Result<OrderState, ActorProcessingErr> {
         myself.send_interval(Duration::from_millis(ORDER_IDLE_MS), || OrderMsg::IdleCheck);
         Ok(OrderState {
             last_message: args.context.clock.now(),
@@ -296,12 +362,19 @@ impl Actor for OrderActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<OrderMsg>, message: OrderMsg, state: &mut OrderState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<OrderMsg>,
+        message: OrderMsg,
+        state: &mut OrderState,
+    ) -> Result<(), ActorProcessingErr> {
         let now = state.context.clock.now();
         match message {
             OrderMsg::IdleCheck => {
                 if now.0.saturating_sub(state.last_message.0) >= ORDER_IDLE_MS {
-                    let _ = state.desk.send_message(DeskMsg::Passivated(state.order.clone()));
+                    let _ = state
+                        .desk
+                        .send_message(DeskMsg::Passivated(state.order.clone()));
                     myself.stop(Some("passivated".into()));
                 }
                 return Ok(());
@@ -314,7 +387,12 @@ impl Actor for OrderActor {
             }
             OrderMsg::Step { step, answer } => answer(state.step(step).await),
             OrderMsg::Cancel { answer } => answer(state.cancel().await),
-            OrderMsg::OpenReturn { ret, lines, drop_off, answer } => answer(state.open_return(ret, lines, drop_off).await),
+            OrderMsg::OpenReturn {
+                ret,
+                lines,
+                drop_off,
+                answer,
+            } => answer(state.open_return(ret, lines, drop_off).await),
             OrderMsg::Get(reply) => {
                 let _ = reply.send(state.order.clone());
             }
@@ -336,7 +414,11 @@ impl OrderState {
         let id = self.order.id;
         let logged = events
             .iter()
-            .map(|e| Event::Order { order: id, at: now, event: Box::new(e.clone()) })
+            .map(|e| Event::Order {
+                order: id,
+                at: now,
+                event: Box::new(e.clone()),
+            })
             .collect();
         log_durably(&self.context.log, logged).await?;
         for event in &events {
@@ -347,7 +429,14 @@ impl OrderState {
 
     async fn stock(&self, sp: StockPointId, command: StockCommand) -> Answer<()> {
         let stock_points = self.context.stock_points.clone();
-        ask(|answer| stock_points.send(sp, |ticket| StockPointMsg::Command { command, answer, ticket })).await
+        ask(|answer| {
+            stock_points.send(sp, |ticket| StockPointMsg::Command {
+                command,
+                answer,
+                ticket,
+            })
+        })
+        .await
     }
 
     async fn release_all(&mut self) -> Result<(), CommandError> {
@@ -365,16 +454,30 @@ impl OrderState {
     }
 
     async fn release_one(&mut self, f: FulfilmentId) -> Result<(), CommandError> {
-        let Ok(event) = order::release(&self.order, f) else { return Ok(()) };
+        let Ok(event) = order::release(&self.order, f) else {
+            return Ok(());
+        };
         self.record(vec![event]).await?;
-        let Some(fulfilment) = self.order.fulfilment(f).cloned() else { return Ok(()) };
+        let Some(fulfilment) = self.order.fulfilment(f).cloned() else {
+            return Ok(());
+        };
         let order = self.order.id;
-        self.context.warehouses.send(fulfilment.stock_point, |ticket| WarehouseMsg::Release { order, fulfilment: Box::new(fulfilment.clone()), ticket })
+        self.context
+            .warehouses
+            .send(fulfilment.stock_point, |ticket| WarehouseMsg::Release {
+                order,
+                fulfilment: Box::new(fulfilment.clone()),
+                ticket,
+            })
     }
 
     async fn step(&mut self, step: Step) -> Answer<()> {
         match step {
-            Step::Picked { fulfilment, sku, qty } => self.picked(fulfilment, sku, qty).await,
+            Step::Picked {
+                fulfilment,
+                sku,
+                qty,
+            } => self.picked(fulfilment, sku, qty).await,
             Step::Packed { fulfilment } => {
                 let event = match order::pack(&self.order, fulfilment) {
                     Ok(e) => e,
@@ -383,7 +486,11 @@ impl OrderState {
                 self.record(vec![event]).await?;
                 Ok(Ok(()))
             }
-            Step::Shipped { fulfilment, carrier, tracking } => {
+            Step::Shipped {
+                fulfilment,
+                carrier,
+                tracking,
+            } => {
                 let event = match order::ship(&self.order, fulfilment, &carrier, &tracking) {
                     Ok(e) => e,
                     Err(e) => return Ok(Err(refusal(e))),
@@ -393,7 +500,11 @@ impl OrderState {
                 };
                 // Units leave the building first; the order records the shipment after.
                 for line in f.lines.iter().filter(|l| !l.picked.is_zero()) {
-                    let command = StockCommand::Ship { order: self.order.id, sku: line.sku, qty: line.picked };
+                    let command = StockCommand::Ship {
+                        order: self.order.id,
+                        sku: line.sku,
+                        qty: line.picked,
+                    };
                     if let Err(refused) = self.stock(f.stock_point, command).await? {
                         return Ok(Err(refused));
                     }
@@ -406,7 +517,11 @@ impl OrderState {
 
     async fn picked(&mut self, f: FulfilmentId, sku: SkuId, qty: Qty) -> Answer<()> {
         let mut events = Vec::new();
-        if self.order.fulfilment(f).is_some_and(|x| x.status == FulfilmentStatus::Released) {
+        if self
+            .order
+            .fulfilment(f)
+            .is_some_and(|x| x.status == FulfilmentStatus::Released)
+        {
             match order::start_pick(&self.order, f) {
                 Ok(e) => {
                     // Applied on a scratch copy so that `pick` decides against the new status.
@@ -430,7 +545,11 @@ impl OrderState {
                 let Some(sp) = self.order.fulfilment(f).map(|x| x.stock_point) else {
                     return Ok(Err(Refusal::NotFound(f.to_string())));
                 };
-                let command = StockCommand::ShortPick { order: self.order.id, sku, missing: request.missing };
+                let command = StockCommand::ShortPick {
+                    order: self.order.id,
+                    sku,
+                    missing: request.missing,
+                };
                 if let Err(refused) = self.stock(sp, command).await? {
                     return Ok(Err(refused));
                 }
@@ -448,14 +567,25 @@ impl OrderState {
         let orchestrator = self.context.orchestrator.clone();
         let found = ask(|answer| {
             orchestrator
-                .send_message(OrchestratorMsg::Resource { request: request.clone(), answer })
+                .send_message(OrchestratorMsg::Resource {
+                    request: request.clone(),
+                    answer,
+                })
                 .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
         })
         .await?
         .unwrap_or_default();
         let mut left = request.missing;
         for (id, sp, qty) in found {
-            let fulfilment = Fulfilment::new(id, sp, &[Allocation { sku: request.sku, qty, source: Source::OnHand }]);
+            let fulfilment = Fulfilment::new(
+                id,
+                sp,
+                &[Allocation {
+                    sku: request.sku,
+                    qty,
+                    source: Source::OnHand,
+                }],
+            );
             match order::resource(&self.order, request.from, fulfilment) {
                 Ok(event) => {
                     self.record(vec![event]).await?;
@@ -484,13 +614,31 @@ impl OrderState {
         stock_points.dedup();
         for sp in stock_points {
             // A stock point with nothing left allocated (all shipped or short) has nothing to give back.
-            let _ = self.stock(sp, StockCommand::ReleaseAllocation { order: self.order.id }).await?;
-            let _ = self.context.warehouses.send(sp, |ticket| WarehouseMsg::Cancelled { order: self.order.id, ticket });
+            let _ = self
+                .stock(
+                    sp,
+                    StockCommand::ReleaseAllocation {
+                        order: self.order.id,
+                    },
+                )
+                .await?;
+            let _ = self
+                .context
+                .warehouses
+                .send(sp, |ticket| WarehouseMsg::Cancelled {
+                    order: self.order.id,
+                    ticket,
+                });
         }
         Ok(Ok(self.order.clone()))
     }
 
-    async fn open_return(&mut self, ret: ReturnId, lines: Vec<ReturnLine>, drop_off: Option<StockPointId>) -> Answer<ReturnRecord> {
+    async fn open_return(
+        &mut self,
+        ret: ReturnId,
+        lines: Vec<ReturnLine>,
+        drop_off: Option<StockPointId>,
+    ) -> Answer<ReturnRecord> {
         let origin = self
             .order
             .fulfilments
@@ -498,25 +646,44 @@ impl OrderState {
             .find(|f| f.lines.iter().any(|l| !l.shipped.is_zero()))
             .map(|f| f.stock_point);
         let Some(origin) = origin else {
-            return Ok(Err(Refusal::Conflict("nothing has shipped on this order yet".into())));
+            return Ok(Err(Refusal::Conflict(
+                "nothing has shipped on this order yet".into(),
+            )));
         };
         let opened = match order::open_return(&self.order, ret, returns::order_lines(&lines)) {
             Ok(e) => e,
             Err(e) => return Ok(Err(refusal(e))),
         };
-        let dispositions = match returns::dispose(&self.policy, &self.network, &lines, drop_off, None::<Location>, origin) {
+        let dispositions = match returns::dispose(
+            &self.policy,
+            &self.network,
+            &lines,
+            drop_off,
+            None::<Location>,
+            origin,
+        ) {
             Ok(d) => d,
             Err(e) => return Ok(Err(invalid("lines", e.to_string()))),
         };
         let now = self.context.clock.now();
         let event = returns::open(ret, self.order.id, lines, dispositions);
         let Some(record) = ReturnRecord::from_opened(&event, now) else {
-            return Err(CommandError::Unavailable("return could not be opened".into()));
+            return Err(CommandError::Unavailable(
+                "return could not be opened".into(),
+            ));
         };
         let id = self.order.id;
         let logged = vec![
-            Event::Order { order: id, at: now, event: Box::new(opened.clone()) },
-            Event::Return { ret, at: now, event: Box::new(event) },
+            Event::Order {
+                order: id,
+                at: now,
+                event: Box::new(opened.clone()),
+            },
+            Event::Return {
+                ret,
+                at: now,
+                event: Box::new(event),
+            },
         ];
         log_durably(&self.context.log, logged).await?;
         order::apply(&mut self.order, &opened, now);

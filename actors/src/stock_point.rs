@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_engine::ids::{IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
+use conductor_engine::ids::{
+    IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId,
+};
 use conductor_engine::inventory::{
     AdjustReason, Adjustment, HoldOutcome, HoldRequest, Incoming, ReleaseReason, StockEvent,
     StockLine, StockPointInventory, StockRefusal, StockShortage,
@@ -42,18 +44,65 @@ pub enum HoldAnswer {
 /// A change of inventory that follows the common path: decide, log, apply, answer when durable.
 #[derive(Clone, Debug)]
 pub enum StockCommand {
-    Release { reservation: ReservationId, reason: ReleaseReason },
-    Allocate { order: OrderId, lines: Vec<StockLine> },
-    ReleaseAllocation { order: OrderId },
-    Ship { order: OrderId, sku: SkuId, qty: Qty },
-    ShortPick { order: OrderId, sku: SkuId, missing: Qty },
-    Adjust { sku: SkuId, adjustment: Adjustment, reason: AdjustReason },
-    SafetyStock { sku: SkuId, qty: Qty },
-    NonSellable { sku: SkuId, qty: Qty },
-    Expect { sku: SkuId, incoming: Incoming },
-    Receive { sku: SkuId, qty: Qty, incoming: Option<IncomingId> },
-    Restock { sku: SkuId, qty: Qty, ret: ReturnId },
+    Release {
+        reservation: ReservationId,
+        reason: ReleaseReason,
+    },
+    Allocate {
+        order: OrderId,
+        lines: Vec<StockLine>,
+    },
+    ReleaseAllocation {
+        order: OrderId,
+    },
+    Ship {
+        order: OrderId,
+        sku: SkuId,
+        qty: Qty,
+    },
+    ShortPick {
+        order: OrderId,
+        sku: SkuId,
+        missing: Qty,
+    },
+    Adjust {
+        sku: SkuId,
+        adjustment: Adjustment,
+        reason: AdjustReason,
+    },
+    SafetyStock {
+        sku: SkuId,
+        qty: Qty,
+    },
+    NonSellable {
+        sku: SkuId,
+        qty: Qty,
+    },
+    Expect {
+        sku: SkuId,
+        incoming: Incoming,
+    },
+    Receive {
+        sku: SkuId,
+        qty: Qty,
+        incoming: Option<IncomingId>,
+    },
+    Restock {
+        sku: SkuId,
+        qty: Qty,
+        ret: ReturnId,
+    },
 }
+
+/// One hold of a [`StockPointMsg::HoldBatch`], with its own record events and answer.
+pub struct BatchedHold {
+    pub request: HoldRequest,
+    pub also: Vec<Event>,
+    pub answer: Reply<HoldAnswer>,
+}
+
+/// Holds in one batch message.
+pub const HOLD_BATCH_MAX: usize = 4_096;
 
 pub enum StockPointMsg {
     /// Places a hold; `also` are events logged in the same record (the reservation itself,
@@ -62,6 +111,11 @@ pub enum StockPointMsg {
         request: HoldRequest,
         also: Vec<Event>,
         answer: Reply<HoldAnswer>,
+        ticket: Ticket,
+    },
+    /// Many holds in one message, logged as one append: the batch interface of the hot path.
+    HoldBatch {
+        holds: Vec<BatchedHold>,
         ticket: Ticket,
     },
     /// Turns a hold into an order's allocation; `also` as for `Hold`.
@@ -174,8 +228,14 @@ impl Actor for StockPointActor {
                     }
                     // A retry of a hold already placed: durable since its first answer.
                     HoldOutcome::AlreadyHeld => answer(HoldAnswer::Placed),
-                    HoldOutcome::Insufficient(shortages) => answer(HoldAnswer::Insufficient(shortages)),
+                    HoldOutcome::Insufficient(shortages) => {
+                        answer(HoldAnswer::Insufficient(shortages))
+                    }
                 }
+            }
+            StockPointMsg::HoldBatch { holds, ticket } => {
+                drop(ticket);
+                state.hold_batch(holds);
             }
             StockPointMsg::AllocateHold {
                 reservation,
@@ -267,7 +327,9 @@ impl StockPointState {
             } => inv.decide_adjust(sku, adjustment, reason),
             StockCommand::SafetyStock { sku, qty } => Ok(StockEvent::SafetyStockSet { sku, qty }),
             StockCommand::NonSellable { sku, qty } => inv.decide_non_sellable(sku, qty),
-            StockCommand::Expect { sku, incoming } => Ok(StockEvent::IncomingExpected { sku, incoming }),
+            StockCommand::Expect { sku, incoming } => {
+                Ok(StockEvent::IncomingExpected { sku, incoming })
+            }
             StockCommand::Receive { sku, qty, incoming } => inv.decide_receipt(sku, qty, incoming),
             StockCommand::Restock { sku, qty, ret } => Ok(StockEvent::Restocked { sku, qty, ret }),
         }
@@ -318,6 +380,81 @@ impl StockPointState {
         }
     }
 
+    /// Decides and applies each hold in turn (each sees the ones before it), then logs all placed
+    /// holds as one append. If the log refuses, the placed holds are taken back out of memory
+    /// (they were never logged) and every one is answered with the error.
+    fn hold_batch(&mut self, holds: Vec<BatchedHold>) {
+        debug_assert!(holds.len() <= HOLD_BATCH_MAX);
+        let now = self.clock.now();
+        let mut events = Vec::with_capacity(holds.len() * 2);
+        let mut placed = Vec::with_capacity(holds.len());
+        let mut answers = Vec::with_capacity(holds.len());
+        let mut touched = Vec::new();
+        for hold in holds {
+            match self.inventory.decide_hold(&hold.request) {
+                HoldOutcome::Placed(event) => {
+                    touched.extend(self.touched(&event));
+                    self.inventory.apply(&event);
+                    events.push(Event::Stock {
+                        stock_point: self.id,
+                        at: now,
+                        event: event.clone(),
+                    });
+                    events.extend(hold.also);
+                    placed.push(event);
+                    answers.push(hold.answer);
+                }
+                HoldOutcome::AlreadyHeld => (hold.answer)(HoldAnswer::Placed),
+                HoldOutcome::Insufficient(shortages) => {
+                    (hold.answer)(HoldAnswer::Insufficient(shortages))
+                }
+            }
+        }
+        if placed.is_empty() {
+            return;
+        }
+        touched.sort();
+        touched.dedup();
+        let durable = self.durable.clone();
+        durable.in_flight.fetch_add(1, Ordering::AcqRel);
+        let for_durable = placed.clone();
+        let (for_log, here) = crate::once::split(move |r: Result<(), CommandError>| {
+            for answer in answers {
+                answer(match &r {
+                    Ok(()) => HoldAnswer::Placed,
+                    Err(e) => HoldAnswer::Failed(e.clone()),
+                });
+            }
+        });
+        let appended = self.log.try_append(events, move |r| {
+            if r.is_ok() {
+                let mut inventory = durable.inventory.lock().unwrap_or_else(|e| e.into_inner());
+                for event in &for_durable {
+                    inventory.apply(event);
+                }
+            }
+            durable.in_flight.fetch_sub(1, Ordering::AcqRel);
+            for_log(r.map(|_| ()).map_err(CommandError::from));
+        });
+        if let Err(error) = appended {
+            self.durable.in_flight.fetch_sub(1, Ordering::AcqRel);
+            for event in placed.iter().rev() {
+                if let StockEvent::HoldPlaced(hold) = event {
+                    self.inventory.apply(&StockEvent::HoldReleased {
+                        reservation: hold.reservation,
+                        reason: ReleaseReason::RolledBack,
+                    });
+                }
+            }
+            here(Err(CommandError::from(error)));
+        }
+        for sku in touched {
+            if let Some(position) = self.inventory.position(sku) {
+                self.board.publish(self.id, sku, position);
+            }
+        }
+    }
+
     /// SKUs whose figures `event` changes; read before applying, while the hold still exists.
     fn touched(&self, event: &StockEvent) -> Vec<SkuId> {
         let lines = |lines: &[StockLine]| lines.iter().map(|l| l.sku).collect();
@@ -328,7 +465,8 @@ impl StockPointState {
                 .inventory
                 .find_hold(*reservation)
                 .map_or_else(Vec::new, |h| lines(&h.lines)),
-            StockEvent::Allocated { lines: l, .. } | StockEvent::AllocationReleased { lines: l, .. } => lines(l),
+            StockEvent::Allocated { lines: l, .. }
+            | StockEvent::AllocationReleased { lines: l, .. } => lines(l),
             StockEvent::Shipped { sku, .. }
             | StockEvent::ShortPicked { sku, .. }
             | StockEvent::OnHandSet { sku, .. }
@@ -341,7 +479,9 @@ impl StockPointState {
     }
 
     fn arm(&mut self, myself: &ActorRef<StockPointMsg>) {
-        let Some(next) = self.inventory.next_expiry() else { return };
+        let Some(next) = self.inventory.next_expiry() else {
+            return;
+        };
         if self.armed.is_some_and(|armed| armed <= next) {
             return;
         }

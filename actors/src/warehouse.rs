@@ -141,7 +141,11 @@ impl Actor for WarehouseActor {
     type State = WarehouseState;
     type Arguments = WarehouseArgs;
 
-    async fn pre_start(&self, myself: ActorRef<WarehouseMsg>, args: WarehouseArgs) -> Result<WarehouseState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WarehouseMsg>,
+        args: WarehouseArgs,
+    ) -> Result<WarehouseState, ActorProcessingErr> {
         let mut state = WarehouseState {
             stock_point: args.stock_point,
             desk: args.desk,
@@ -160,9 +164,18 @@ impl Actor for WarehouseActor {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<WarehouseMsg>, message: WarehouseMsg, state: &mut WarehouseState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<WarehouseMsg>,
+        message: WarehouseMsg,
+        state: &mut WarehouseState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
-            WarehouseMsg::Release { order, fulfilment, ticket } => {
+            WarehouseMsg::Release {
+                order,
+                fulfilment,
+                ticket,
+            } => {
                 drop(ticket);
                 state.rebuild(order, &fulfilment);
             }
@@ -182,17 +195,36 @@ impl Actor for WarehouseActor {
                 }
             }
             WarehouseMsg::Tasks { open_only, reply } => {
-                let mut tasks: Vec<Task> = state.queue.values().filter_map(|id| state.tasks.get(id).cloned()).collect();
+                let mut tasks: Vec<Task> = state
+                    .queue
+                    .values()
+                    .filter_map(|id| state.tasks.get(id).cloned())
+                    .collect();
                 if !open_only {
-                    tasks.extend(state.completed.iter().filter_map(|id| state.tasks.get(id).cloned()));
+                    tasks.extend(
+                        state
+                            .completed
+                            .iter()
+                            .filter_map(|id| state.tasks.get(id).cloned()),
+                    );
                 }
                 let _ = reply.send(tasks);
             }
-            WarehouseMsg::Complete { task, qty, answer, ticket } => {
+            WarehouseMsg::Complete {
+                task,
+                qty,
+                answer,
+                ticket,
+            } => {
                 drop(ticket);
                 state.complete(&myself, task, qty, answer);
             }
-            WarehouseMsg::StepDone { task, qty, result, answer } => {
+            WarehouseMsg::StepDone {
+                task,
+                qty,
+                result,
+                answer,
+            } => {
                 let outcome = state.step_done(&task, qty, result);
                 answer(outcome);
                 if state.workers.is_some() {
@@ -213,7 +245,11 @@ impl Actor for WarehouseActor {
 fn bin_of(sku: SkuId) -> (String, u32) {
     let aisle = sku.0 % AISLES;
     let slot = (sku.0 / AISLES) % SLOTS_PER_AISLE;
-    let along = if aisle % 2 == 0 { slot } else { SLOTS_PER_AISLE - 1 - slot };
+    let along = if aisle % 2 == 0 {
+        slot
+    } else {
+        SLOTS_PER_AISLE - 1 - slot
+    };
     (format!("A{aisle}-S{slot}"), aisle * SLOTS_PER_AISLE + along)
 }
 
@@ -286,7 +322,9 @@ impl WarehouseState {
     }
 
     fn after_picks(&mut self, order: OrderId, f: FulfilmentId) {
-        let Some((picked, _)) = self.picking.remove(&f) else { return };
+        let Some((picked, _)) = self.picking.remove(&f) else {
+            return;
+        };
         // Nothing picked at all: the whole fulfilment came up short and was re-sourced.
         if picked.is_zero() {
             return;
@@ -309,18 +347,35 @@ impl WarehouseState {
         self.add(task);
     }
 
-    fn complete(&mut self, myself: &ActorRef<WarehouseMsg>, id: String, qty: Option<Qty>, answer: Reply<Answer<Task>>) {
+    fn complete(
+        &mut self,
+        myself: &ActorRef<WarehouseMsg>,
+        id: String,
+        qty: Option<Qty>,
+        answer: Reply<Answer<Task>>,
+    ) {
         let Some(task) = self.tasks.get_mut(&id) else {
             return answer(Ok(Err(Refusal::NotFound(format!("task {id}")))));
         };
         match task.status {
-            TaskStatus::Completed => return answer(Ok(Err(Refusal::Conflict(format!("task {id} is already complete"))))),
-            TaskStatus::Completing => return answer(Ok(Err(Refusal::Conflict(format!("task {id} is being completed"))))),
+            TaskStatus::Completed => {
+                return answer(Ok(Err(Refusal::Conflict(format!(
+                    "task {id} is already complete"
+                )))))
+            }
+            TaskStatus::Completing => {
+                return answer(Ok(Err(Refusal::Conflict(format!(
+                    "task {id} is being completed"
+                )))))
+            }
             TaskStatus::Open => {}
         }
         let done = qty.unwrap_or(task.qty);
         if done > task.qty {
-            return answer(Ok(Err(invalid("qty", format!("at most {} for this task", task.qty)))));
+            return answer(Ok(Err(invalid(
+                "qty",
+                format!("at most {} for this task", task.qty),
+            ))));
         }
         if task.kind != TaskKind::Pick && qty.is_some_and(|q| q != task.qty) {
             return answer(Ok(Err(invalid("qty", "only pick tasks take a quantity"))));
@@ -332,7 +387,9 @@ impl WarehouseState {
                 sku: task.sku.unwrap_or(SkuId(0)),
                 qty: done,
             },
-            TaskKind::Pack => Step::Packed { fulfilment: task.fulfilment },
+            TaskKind::Pack => Step::Packed {
+                fulfilment: task.fulfilment,
+            },
             TaskKind::Ship => Step::Shipped {
                 fulfilment: task.fulfilment,
                 carrier: carrier_for(task.qty).into(),
@@ -344,7 +401,12 @@ impl WarehouseState {
         let message = OrderMsg::Step {
             step,
             answer: reply(move |result| {
-                let _ = me.send_message(WarehouseMsg::StepDone { task: id, qty: done, result, answer });
+                let _ = me.send_message(WarehouseMsg::StepDone {
+                    task: id,
+                    qty: done,
+                    result,
+                    answer,
+                });
             }),
         };
         if let Err(error) = self.desk.send_message(DeskMsg::ToOrder(order, message)) {

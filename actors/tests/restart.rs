@@ -21,9 +21,17 @@ async fn acknowledged_holds_orders_and_stock_survive_a_restart() {
     let order = c.place_order(request(&[("A", 12)])).await.unwrap().unwrap();
     let system = restart(system).await;
     let c = system.conductor.clone();
-    let r = c.reservation(held.id).await.unwrap().expect("the reservation is still there");
+    let r = c
+        .reservation(held.id)
+        .await
+        .unwrap()
+        .expect("the reservation is still there");
     assert_eq!(r.status_at(c.now()), ReservationStatus::Held);
-    let o = c.order(order.id).await.unwrap().expect("the order is still there");
+    let o = c
+        .order(order.id)
+        .await
+        .unwrap()
+        .expect("the order is still there");
     assert_eq!(o.lines, order.lines);
     let p1 = c.inventory(wh1).await.unwrap().position(a).unwrap().clone();
     let p2 = c.inventory(wh2).await.unwrap().position(a).unwrap().clone();
@@ -33,7 +41,11 @@ async fn acknowledged_holds_orders_and_stock_survive_a_restart() {
     let again = c.reserve(request(&[("A", 1)])).await.unwrap().unwrap();
     assert!(again.id > held.id);
     // The restarted system confirms what it held before.
-    let confirmed = c.confirm(held.id, Some("bob".into())).await.unwrap().unwrap();
+    let confirmed = c
+        .confirm(held.id, Some("bob".into()))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(confirmed.id > order.id);
     c.shutdown().await;
 }
@@ -46,16 +58,25 @@ async fn orders_released_before_a_restart_get_their_tasks_back() {
     let a = sku(&c, "A").await;
     stock(&c, wh1, a, 10).await;
     let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
-    eventually("the pick task appears", || async { !c.tasks(wh1, true).await.unwrap().is_empty() }).await;
+    eventually("the pick task appears", || async {
+        !c.tasks(wh1, true).await.unwrap().is_empty()
+    })
+    .await;
     let before = c.tasks(wh1, true).await.unwrap();
     let system = restart(system).await;
     let c = system.conductor.clone();
     let after = c.tasks(wh1, true).await.unwrap();
-    assert_eq!(before.iter().map(|t| &t.id).collect::<Vec<_>>(), after.iter().map(|t| &t.id).collect::<Vec<_>>());
+    assert_eq!(
+        before.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        after.iter().map(|t| &t.id).collect::<Vec<_>>()
+    );
     for task in after {
         c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
     }
-    assert_eq!(c.order(order.id).await.unwrap().unwrap().status(), OrderStatus::Picking);
+    assert_eq!(
+        c.order(order.id).await.unwrap().unwrap().status(),
+        OrderStatus::Picking
+    );
     c.shutdown().await;
 }
 
@@ -72,9 +93,15 @@ async fn a_panicking_stock_point_restarts_from_its_durable_state_without_leaking
     }
     let before = c.inventory(wh1).await.unwrap();
     c.crash_stock_point(wh1);
-    eventually("the supervisor restarts it", || async { c.restarts() == 1 && c.inventory(wh1).await.is_ok() }).await;
+    eventually("the supervisor restarts it", || async {
+        c.restarts() == 1 && c.inventory(wh1).await.is_ok()
+    })
+    .await;
     let after = c.inventory(wh1).await.unwrap();
-    assert_eq!(after, before, "the restarted stock point has exactly the acknowledged state");
+    assert_eq!(
+        after, before,
+        "the restarted stock point has exactly the acknowledged state"
+    );
     after.audit().unwrap();
     // It takes writes again, and the holds it had are still releasable exactly once.
     c.reserve(request(&[("A", 1)])).await.unwrap().unwrap();
@@ -97,7 +124,14 @@ async fn a_stock_point_that_keeps_failing_is_left_down_and_refuses_writes() {
         eventually("the failure is counted", || async { c.restarts() == n }).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let refused = c.adjust(wh1, a, conductor_engine::inventory::Adjustment::Delta(1), conductor_engine::inventory::AdjustReason::Adjustment).await;
+    let refused = c
+        .adjust(
+            wh1,
+            a,
+            conductor_engine::inventory::Adjustment::Delta(1),
+            conductor_engine::inventory::AdjustReason::Adjustment,
+        )
+        .await;
     assert!(refused.is_err(), "{refused:?}");
     c.shutdown().await;
 }

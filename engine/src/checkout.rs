@@ -5,10 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Code, FulfilmentId, Interner, OrderId, Qty, ReservationId, SkuId, StockPointId};
-use crate::order::{self, Allocation, Fulfilment, OrderError, OrderEvent, OrderLine};
 use crate::inventory::{HoldRequest, Source, StockLine};
 use crate::limits::{HOLD_TTL_SECONDS_MAX, LINE_QTY_MAX, REQUEST_LINES_MAX};
 use crate::network::{Channel, Location, Network};
+use crate::order::{self, Allocation, Fulfilment, OrderError, OrderEvent, OrderLine};
 use crate::reservation::{
     Reservation, ReservationBook, ReservationRefusal, ReservationStatus, ReservedAllocation,
     ReservedLine, CUSTOMER_REF_BYTES_MAX,
@@ -58,12 +58,18 @@ impl ReserveRequest {
         }
         if let Some(to) = &self.ship_to {
             if !to.is_valid() {
-                return bad("ship_to".into(), "latitude -90..90 and longitude -180..180".into());
+                return bad(
+                    "ship_to".into(),
+                    "latitude -90..90 and longitude -180..180".into(),
+                );
             }
         }
         if let Some(customer) = &self.customer_ref {
             if customer.is_empty() || customer.len() > CUSTOMER_REF_BYTES_MAX {
-                return bad("customer_ref".into(), format!("1 to {CUSTOMER_REF_BYTES_MAX} bytes"));
+                return bad(
+                    "customer_ref".into(),
+                    format!("1 to {CUSTOMER_REF_BYTES_MAX} bytes"),
+                );
             }
         }
         Ok(())
@@ -120,7 +126,10 @@ pub fn prepare<V: AvailabilityView + ?Sized>(
     if !unknown.is_empty() && !request.allow_partial {
         return Ok(Prepared::Insufficient(unknown));
     }
-    if let Err(refusal) = ctx.book.check_limits(request.customer_ref.as_deref(), &known) {
+    if let Err(refusal) = ctx
+        .book
+        .check_limits(request.customer_ref.as_deref(), &known)
+    {
         return Ok(Prepared::LimitExceeded(refusal));
     }
     let lines: Vec<PlanLine<'_>> = request
@@ -292,7 +301,11 @@ pub fn order_from_reservation(
         .iter()
         .enumerate()
         .map(|(i, ((sp, _), allocations))| {
-            Fulfilment::new(FulfilmentId(first_fulfilment.0 + i as u64), *sp, allocations)
+            Fulfilment::new(
+                FulfilmentId(first_fulfilment.0 + i as u64),
+                *sp,
+                allocations,
+            )
         })
         .collect();
     order::create(

@@ -159,7 +159,9 @@ mod tests {
         let mut table = IdempotencyTable::default();
         assert_eq!(table.lookup(&key, 1, Timestamp(0)), Lookup::New);
         record(&mut table, &key, 1, 0);
-        assert!(matches!(table.lookup(&key, 1, Timestamp(10)), Lookup::Replay(r) if r.status == 201));
+        assert!(
+            matches!(table.lookup(&key, 1, Timestamp(10)), Lookup::Replay(r) if r.status == 201)
+        );
         assert_eq!(table.lookup(&key, 2, Timestamp(10)), Lookup::Mismatch);
     }
 
@@ -188,6 +190,9 @@ mod tests {
     #[test]
     fn fingerprints_separate_parts() {
         assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
-        assert_eq!(fingerprint(&[b"POST", b"/v1"]), fingerprint(&[b"POST", b"/v1"]));
+        assert_eq!(
+            fingerprint(&[b"POST", b"/v1"]),
+            fingerprint(&[b"POST", b"/v1"])
+        );
     }
 }

@@ -253,7 +253,10 @@ impl Interner {
     /// Interns `code` under `id`, which must be [`Interner::next_id`] (or the id it already has).
     pub fn define(&mut self, id: u32, code: Code) {
         if let Some(existing) = self.index.get(&code) {
-            assert_eq!(*existing, id, "code {code} defined twice with different ids");
+            assert_eq!(
+                *existing, id,
+                "code {code} defined twice with different ids"
+            );
             return;
         }
         assert_eq!(id, self.next_id(), "ids are defined densely, in order");
@@ -306,10 +309,16 @@ mod tests {
     #[test]
     fn external_ids_round_trip_and_reject_garbage() {
         assert_eq!(ReservationId(42).external(), "R-42");
-        assert_eq!(ReservationId::parse_external("R-42"), Some(ReservationId(42)));
+        assert_eq!(
+            ReservationId::parse_external("R-42"),
+            Some(ReservationId(42))
+        );
         assert_eq!(ReservationId::parse_external("R-"), None);
         assert_eq!(ReservationId::parse_external("O-42"), None);
-        assert_eq!(ReservationId::parse_external("R-99999999999999999999"), None);
+        assert_eq!(
+            ReservationId::parse_external("R-99999999999999999999"),
+            None
+        );
         assert_eq!(ReturnId::parse_external("RT-7"), Some(ReturnId(7)));
     }
 

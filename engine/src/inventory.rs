@@ -265,7 +265,9 @@ pub enum StockRefusal {
         allocated: Qty,
         requested: Qty,
     },
-    #[error("on_hand would be {would_be} but {committed} units are held, allocated or non-sellable")]
+    #[error(
+        "on_hand would be {would_be} but {committed} units are held, allocated or non-sellable"
+    )]
     WouldStrandCommitted { would_be: i128, committed: Qty },
     #[error("on_hand cannot go below zero (would be {0})")]
     NegativeOnHand(i128),
@@ -325,7 +327,9 @@ impl StockPointInventory {
     }
 
     pub fn allocations(&self) -> impl Iterator<Item = (OrderId, &[StockLine])> {
-        self.allocations.iter().map(|(order, lines)| (*order, lines.as_slice()))
+        self.allocations
+            .iter()
+            .map(|(order, lines)| (*order, lines.as_slice()))
     }
 
     pub fn allocation(&self, order: OrderId) -> Option<&[StockLine]> {
@@ -338,7 +342,9 @@ impl StockPointInventory {
     }
 
     pub fn available(&self, sku: SkuId) -> Qty {
-        self.positions.get(&sku).map_or(Qty::ZERO, Position::available)
+        self.positions
+            .get(&sku)
+            .map_or(Qty::ZERO, Position::available)
     }
 
     pub fn decide_hold(&self, request: &HoldRequest) -> HoldOutcome {
@@ -524,7 +530,8 @@ impl StockPointInventory {
                 committed,
             });
         }
-        let on_hand = u64::try_from(would_be).map_err(|_| StockRefusal::NegativeOnHand(would_be))?;
+        let on_hand =
+            u64::try_from(would_be).map_err(|_| StockRefusal::NegativeOnHand(would_be))?;
         Ok(StockEvent::OnHandSet {
             sku,
             on_hand: Qty(on_hand),
@@ -674,7 +681,8 @@ impl StockPointInventory {
             }
         }
         let expected = position.incoming_total();
-        let mut excess = (position.held_incoming + position.allocated_incoming).saturating_sub(expected);
+        let mut excess =
+            (position.held_incoming + position.allocated_incoming).saturating_sub(expected);
         let move_allocated = excess.min(position.allocated_incoming);
         position.allocated_incoming -= move_allocated;
         position.allocated += move_allocated;
@@ -721,7 +729,8 @@ impl StockPointInventory {
         if cfg!(debug_assertions) {
             let skus: Vec<SkuId> = match event {
                 StockEvent::HoldPlaced(hold) => hold.lines.iter().map(|l| l.sku).collect(),
-                StockEvent::Allocated { lines, .. } | StockEvent::AllocationReleased { lines, .. } => {
+                StockEvent::Allocated { lines, .. }
+                | StockEvent::AllocationReleased { lines, .. } => {
                     lines.iter().map(|l| l.sku).collect()
                 }
                 StockEvent::Shipped { sku, .. }
@@ -751,7 +760,10 @@ impl StockPointInventory {
                 expected.entry((line.sku, line.source)).or_default().0 += line.qty;
             }
             if !self.expiries.contains(&(hold.expires_at, hold.reservation)) {
-                return Err(format!("hold {} missing from the expiry index", hold.reservation));
+                return Err(format!(
+                    "hold {} missing from the expiry index",
+                    hold.reservation
+                ));
             }
         }
         if self.expiries.len() != self.holds.len() {
@@ -763,9 +775,14 @@ impl StockPointInventory {
             }
         }
         for (sku, p) in &self.positions {
-            let (held, allocated) = expected.get(&(*sku, Source::OnHand)).copied().unwrap_or_default();
-            let (held_in, allocated_in) =
-                expected.get(&(*sku, Source::Incoming)).copied().unwrap_or_default();
+            let (held, allocated) = expected
+                .get(&(*sku, Source::OnHand))
+                .copied()
+                .unwrap_or_default();
+            let (held_in, allocated_in) = expected
+                .get(&(*sku, Source::Incoming))
+                .copied()
+                .unwrap_or_default();
             if (p.held, p.allocated, p.held_incoming, p.allocated_incoming)
                 != (held, allocated, held_in, allocated_in)
             {
@@ -847,7 +864,10 @@ mod tests {
     #[test]
     fn a_hold_takes_units_out_of_available() {
         let mut inventory = stocked(10);
-        assert!(matches!(inventory.hold(&request(1, 4, 100)), HoldOutcome::Placed(_)));
+        assert!(matches!(
+            inventory.hold(&request(1, 4, 100)),
+            HoldOutcome::Placed(_)
+        ));
         assert_eq!(inventory.available(A), Qty(6));
         assert_eq!(inventory.position(A).unwrap().held, Qty(4));
     }
@@ -873,13 +893,19 @@ mod tests {
         let inventory = stocked(5);
         let mut req = request(1, 3, 100);
         req.lines.push(req.lines[0]);
-        assert!(matches!(inventory.decide_hold(&req), HoldOutcome::Insufficient(_)));
+        assert!(matches!(
+            inventory.decide_hold(&req),
+            HoldOutcome::Insufficient(_)
+        ));
     }
 
     #[test]
     fn safety_stock_and_non_sellable_units_are_never_available() {
         let mut inventory = stocked(10);
-        inventory.apply(&StockEvent::SafetyStockSet { sku: A, qty: Qty(2) });
+        inventory.apply(&StockEvent::SafetyStockSet {
+            sku: A,
+            qty: Qty(2),
+        });
         let event = inventory.decide_non_sellable(A, Qty(3)).unwrap();
         inventory.apply(&event);
         assert_eq!(inventory.available(A), Qty(5));
@@ -889,7 +915,10 @@ mod tests {
     fn a_retried_hold_for_the_same_reservation_is_a_no_op() {
         let mut inventory = stocked(10);
         inventory.hold(&request(1, 4, 100));
-        assert_eq!(inventory.hold(&request(1, 4, 100)), HoldOutcome::AlreadyHeld);
+        assert_eq!(
+            inventory.hold(&request(1, 4, 100)),
+            HoldOutcome::AlreadyHeld
+        );
         assert_eq!(inventory.available(A), Qty(6));
     }
 
@@ -920,7 +949,9 @@ mod tests {
     fn confirming_moves_units_from_held_to_allocated_and_shipping_takes_them_off_the_shelf() {
         let mut inventory = stocked(10);
         inventory.hold(&request(1, 4, 100));
-        let event = inventory.decide_allocate_hold(ReservationId(1), OrderId(9)).unwrap();
+        let event = inventory
+            .decide_allocate_hold(ReservationId(1), OrderId(9))
+            .unwrap();
         inventory.apply(&event);
         let p = inventory.position(A).unwrap();
         assert_eq!((p.held, p.allocated), (Qty(0), Qty(4)));
@@ -971,12 +1002,19 @@ mod tests {
             expires_at: Timestamp(500),
         };
         assert!(matches!(inventory.hold(&backorder), HoldOutcome::Placed(_)));
-        let confirm = inventory.decide_allocate_hold(ReservationId(1), OrderId(1)).unwrap();
+        let confirm = inventory
+            .decide_allocate_hold(ReservationId(1), OrderId(1))
+            .unwrap();
         inventory.apply(&confirm);
-        let receipt = inventory.decide_receipt(A, Qty(5), Some(IncomingId(1))).unwrap();
+        let receipt = inventory
+            .decide_receipt(A, Qty(5), Some(IncomingId(1)))
+            .unwrap();
         inventory.apply(&receipt);
         let p = inventory.position(A).unwrap();
-        assert_eq!((p.on_hand, p.allocated, p.allocated_incoming), (Qty(5), Qty(3), Qty(0)));
+        assert_eq!(
+            (p.on_hand, p.allocated, p.allocated_incoming),
+            (Qty(5), Qty(3), Qty(0))
+        );
         assert_eq!(p.available(), Qty(2));
         inventory.audit().unwrap();
     }
@@ -992,8 +1030,12 @@ mod tests {
                 eta: Timestamp(1_000),
             },
         });
-        assert!(inventory.decide_receipt(A, Qty(6), Some(IncomingId(1))).is_err());
-        assert!(inventory.decide_receipt(A, Qty(6), Some(IncomingId(2))).is_err());
+        assert!(inventory
+            .decide_receipt(A, Qty(6), Some(IncomingId(1)))
+            .is_err());
+        assert!(inventory
+            .decide_receipt(A, Qty(6), Some(IncomingId(2)))
+            .is_err());
         assert!(inventory.decide_receipt(A, Qty(6), None).is_ok());
     }
 

@@ -140,8 +140,14 @@ mod tests {
 
     #[test]
     fn distance_between_paris_and_london_is_about_344_km() {
-        let paris = Location { lat: 48.8566, lon: 2.3522 };
-        let london = Location { lat: 51.5074, lon: -0.1278 };
+        let paris = Location {
+            lat: 48.8566,
+            lon: 2.3522,
+        };
+        let london = Location {
+            lat: 51.5074,
+            lon: -0.1278,
+        };
         let d = paris.distance_km(&london);
         assert!((d - 343.5).abs() < 2.0, "{d}");
         assert_eq!(paris.distance_km(&paris), 0.0);
@@ -149,8 +155,20 @@ mod tests {
 
     #[test]
     fn locations_outside_the_globe_are_invalid() {
-        assert!(!Location { lat: 91.0, lon: 0.0 }.is_valid());
-        assert!(!Location { lat: f64::NAN, lon: 0.0 }.is_valid());
-        assert!(Location { lat: -90.0, lon: 180.0 }.is_valid());
+        assert!(!Location {
+            lat: 91.0,
+            lon: 0.0
+        }
+        .is_valid());
+        assert!(!Location {
+            lat: f64::NAN,
+            lon: 0.0
+        }
+        .is_valid());
+        assert!(Location {
+            lat: -90.0,
+            lon: 180.0
+        }
+        .is_valid());
     }
 }

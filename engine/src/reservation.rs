@@ -103,7 +103,9 @@ pub enum ReservationRefusal {
         id: ReservationId,
         status: ReservationStatus,
     },
-    #[error("customer may hold at most {max} units of the SKU; already {current}, asking {requested}")]
+    #[error(
+        "customer may hold at most {max} units of the SKU; already {current}, asking {requested}"
+    )]
     LimitExceeded {
         sku: SkuId,
         max: Qty,
@@ -169,7 +171,9 @@ impl ReservationBook {
             return Ok(());
         };
         for (i, (sku, _)) in lines.iter().enumerate() {
-            let Some(max) = self.limit(*sku) else { continue };
+            let Some(max) = self.limit(*sku) else {
+                continue;
+            };
             if lines[..i].iter().any(|(s, _)| s == sku) {
                 continue;
             }
@@ -231,7 +235,8 @@ impl ReservationBook {
     pub fn insert_created(&mut self, reservation: Reservation) {
         self.count_customer_units(&reservation);
         if reservation.status == ReservationStatus::Held {
-            self.expiries.insert((reservation.expires_at, reservation.id));
+            self.expiries
+                .insert((reservation.expires_at, reservation.id));
         }
         let previous = self.reservations.insert(reservation.id, reservation);
         debug_assert!(previous.is_none(), "reservation created twice");
@@ -318,8 +323,13 @@ mod tests {
     fn a_held_reservation_past_its_expiry_reads_as_expired_and_cannot_be_confirmed() {
         let mut book = ReservationBook::default();
         book.apply(&reservation(1, None, 1, 100));
-        assert_eq!(book.get(ReservationId(1)).unwrap().status_at(Timestamp(99)), ReservationStatus::Held);
-        assert!(book.decide_confirm(ReservationId(1), OrderId(1), Timestamp(99)).is_ok());
+        assert_eq!(
+            book.get(ReservationId(1)).unwrap().status_at(Timestamp(99)),
+            ReservationStatus::Held
+        );
+        assert!(book
+            .decide_confirm(ReservationId(1), OrderId(1), Timestamp(99))
+            .is_ok());
         assert_eq!(
             book.decide_confirm(ReservationId(1), OrderId(1), Timestamp(100)),
             Err(ReservationRefusal::NotHeld {
@@ -353,7 +363,9 @@ mod tests {
         ));
         assert!(book.check_limits(Some("bob"), &more).is_ok());
         assert!(book.check_limits(None, &more).is_ok());
-        book.apply(&ReservationEvent::Released { id: ReservationId(1) });
+        book.apply(&ReservationEvent::Released {
+            id: ReservationId(1),
+        });
         assert!(book.check_limits(Some("alice"), &more).is_ok());
     }
 
@@ -366,8 +378,12 @@ mod tests {
         assert_eq!(
             book.decide_expiries(Timestamp(1_000), 2),
             vec![
-                ReservationEvent::Expired { id: ReservationId(2) },
-                ReservationEvent::Expired { id: ReservationId(3) }
+                ReservationEvent::Expired {
+                    id: ReservationId(2)
+                },
+                ReservationEvent::Expired {
+                    id: ReservationId(3)
+                }
             ]
         );
     }

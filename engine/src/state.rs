@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::FxHashMap;
 use crate::idempotency::{IdempotencyEvent, IdempotencyTable};
-use crate::ids::{Code, IncomingId, Interner, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
+use crate::ids::{
+    Code, IncomingId, Interner, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId,
+};
 use crate::inventory::{ReleaseReason, StockEvent, StockPointInventory};
 use crate::network::{Network, StockPoint};
 use crate::order::{self, Order, OrderEvent};
@@ -78,7 +80,10 @@ pub struct State {
 
 impl State {
     pub fn stock_point_id(&self, code: &str) -> Option<StockPointId> {
-        self.network.iter().find(|sp| sp.code.as_str() == code).map(|sp| sp.id)
+        self.network
+            .iter()
+            .find(|sp| sp.code.as_str() == code)
+            .map(|sp| sp.id)
     }
 
     pub fn inventory(&self, id: StockPointId) -> Option<&StockPointInventory> {
@@ -203,10 +208,9 @@ impl State {
         }
         for inventory in &self.inventories {
             for hold in inventory.holds() {
-                let live = self
-                    .reservations
-                    .get(hold.reservation)
-                    .is_some_and(|r| r.status == ReservationStatus::Held && !settled.contains(&r.id));
+                let live = self.reservations.get(hold.reservation).is_some_and(|r| {
+                    r.status == ReservationStatus::Held && !settled.contains(&r.id)
+                });
                 if !live {
                     events.push(Event::Stock {
                         stock_point: inventory.id,

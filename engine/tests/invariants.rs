@@ -28,22 +28,72 @@ const SKUS: u32 = 3;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Adjust { sp: u32, sku: u32, delta: i64 },
-    Expect { sp: u32, sku: u32, qty: u64, eta_s: u64 },
-    Receive { sp: u32, sku: u32, qty: u64, of_incoming: bool },
-    Reserve { lines: Vec<(u32, u64)>, ttl_s: u64, split: bool, partial: bool, backorder: bool, race: bool },
-    Release { pick: usize },
-    Confirm { pick: usize },
-    Fulfil { pick: usize, short: u64 },
-    Cancel { pick: usize },
-    Tick { ms: u64 },
+    Adjust {
+        sp: u32,
+        sku: u32,
+        delta: i64,
+    },
+    Expect {
+        sp: u32,
+        sku: u32,
+        qty: u64,
+        eta_s: u64,
+    },
+    Receive {
+        sp: u32,
+        sku: u32,
+        qty: u64,
+        of_incoming: bool,
+    },
+    Reserve {
+        lines: Vec<(u32, u64)>,
+        ttl_s: u64,
+        split: bool,
+        partial: bool,
+        backorder: bool,
+        race: bool,
+    },
+    Release {
+        pick: usize,
+    },
+    Confirm {
+        pick: usize,
+    },
+    Fulfil {
+        pick: usize,
+        short: u64,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Tick {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..STOCK_POINTS, 0..SKUS, -5i64..20).prop_map(|(sp, sku, delta)| Op::Adjust { sp, sku, delta }),
-        (0..STOCK_POINTS, 0..SKUS, 1u64..10, 0u64..100).prop_map(|(sp, sku, qty, eta_s)| Op::Expect { sp, sku, qty, eta_s }),
-        (0..STOCK_POINTS, 0..SKUS, 1u64..10, any::<bool>()).prop_map(|(sp, sku, qty, of_incoming)| Op::Receive { sp, sku, qty, of_incoming }),
+        (0..STOCK_POINTS, 0..SKUS, -5i64..20).prop_map(|(sp, sku, delta)| Op::Adjust {
+            sp,
+            sku,
+            delta
+        }),
+        (0..STOCK_POINTS, 0..SKUS, 1u64..10, 0u64..100).prop_map(|(sp, sku, qty, eta_s)| {
+            Op::Expect {
+                sp,
+                sku,
+                qty,
+                eta_s,
+            }
+        }),
+        (0..STOCK_POINTS, 0..SKUS, 1u64..10, any::<bool>()).prop_map(
+            |(sp, sku, qty, of_incoming)| Op::Receive {
+                sp,
+                sku,
+                qty,
+                of_incoming
+            }
+        ),
         (
             prop::collection::vec((0..SKUS, 1u64..8), 1..4),
             1u64..60,
@@ -52,7 +102,16 @@ fn op() -> impl Strategy<Value = Op> {
             any::<bool>(),
             any::<bool>()
         )
-            .prop_map(|(lines, ttl_s, split, partial, backorder, race)| Op::Reserve { lines, ttl_s, split, partial, backorder, race }),
+            .prop_map(
+                |(lines, ttl_s, split, partial, backorder, race)| Op::Reserve {
+                    lines,
+                    ttl_s,
+                    split,
+                    partial,
+                    backorder,
+                    race
+                }
+            ),
         any::<usize>().prop_map(|pick| Op::Release { pick }),
         any::<usize>().prop_map(|pick| Op::Confirm { pick }),
         (any::<usize>(), 0u64..3).prop_map(|(pick, short)| Op::Fulfil { pick, short }),
@@ -85,9 +144,16 @@ impl Sim {
             sim.emit(Event::StockPointDefined(Box::new(StockPoint {
                 id: StockPointId(i),
                 code: Code::parse(&code).unwrap(),
-                kind: if i == 2 { StockPointKind::Store } else { StockPointKind::Warehouse },
+                kind: if i == 2 {
+                    StockPointKind::Store
+                } else {
+                    StockPointKind::Warehouse
+                },
                 name: code,
-                location: Location { lat: 48.0 + f64::from(i), lon: 2.0 },
+                location: Location {
+                    lat: 48.0 + f64::from(i),
+                    lon: 2.0,
+                },
                 priority: i,
                 channels: vec![Channel::Web],
                 capabilities: vec![Capability::Ship, Capability::Pickup],
@@ -96,21 +162,36 @@ impl Sim {
             })));
         }
         for i in 0..SKUS {
-            sim.emit(Event::SkuDefined { sku: SkuId(i), code: Code::parse(&format!("SKU{i}")).unwrap() });
+            sim.emit(Event::SkuDefined {
+                sku: SkuId(i),
+                code: Code::parse(&format!("SKU{i}")).unwrap(),
+            });
         }
         sim
     }
 
     fn emit(&mut self, event: Event) {
-        if let Event::Stock { stock_point, event: StockEvent::HoldReleased { reservation, .. }, .. } = &event {
-            *self.releases.entry((*stock_point, reservation.0)).or_default() += 1;
+        if let Event::Stock {
+            stock_point,
+            event: StockEvent::HoldReleased { reservation, .. },
+            ..
+        } = &event
+        {
+            *self
+                .releases
+                .entry((*stock_point, reservation.0))
+                .or_default() += 1;
         }
         self.state.apply(&event);
         self.log.push(event);
     }
 
     fn stock(&mut self, sp: StockPointId, event: StockEvent) {
-        self.emit(Event::Stock { stock_point: sp, at: self.now, event });
+        self.emit(Event::Stock {
+            stock_point: sp,
+            at: self.now,
+            event,
+        });
     }
 
     fn on_hand(&mut self, sp: u32, sku: u32) -> &mut u64 {
@@ -121,65 +202,141 @@ impl Sim {
         match op {
             Op::Adjust { sp, sku, delta } => {
                 let inv = &self.state.inventories[*sp as usize];
-                if let Ok(event) = inv.decide_adjust(SkuId(*sku), Adjustment::Delta(*delta), AdjustReason::Adjustment) {
-                    let StockEvent::OnHandSet { on_hand, .. } = &event else { unreachable!() };
+                if let Ok(event) = inv.decide_adjust(
+                    SkuId(*sku),
+                    Adjustment::Delta(*delta),
+                    AdjustReason::Adjustment,
+                ) {
+                    let StockEvent::OnHandSet { on_hand, .. } = &event else {
+                        unreachable!()
+                    };
                     *self.on_hand(*sp, *sku) = on_hand.0;
                     self.stock(StockPointId(*sp), event);
                 }
             }
-            Op::Expect { sp, sku, qty, eta_s } => {
-                let incoming = Incoming { id: self.state.next_incoming_id(), qty: Qty(*qty), eta: self.now.plus_seconds(*eta_s) };
-                self.stock(StockPointId(*sp), StockEvent::IncomingExpected { sku: SkuId(*sku), incoming });
+            Op::Expect {
+                sp,
+                sku,
+                qty,
+                eta_s,
+            } => {
+                let incoming = Incoming {
+                    id: self.state.next_incoming_id(),
+                    qty: Qty(*qty),
+                    eta: self.now.plus_seconds(*eta_s),
+                };
+                self.stock(
+                    StockPointId(*sp),
+                    StockEvent::IncomingExpected {
+                        sku: SkuId(*sku),
+                        incoming,
+                    },
+                );
             }
-            Op::Receive { sp, sku, qty, of_incoming } => {
+            Op::Receive {
+                sp,
+                sku,
+                qty,
+                of_incoming,
+            } => {
                 let inv = &self.state.inventories[*sp as usize];
                 let incoming = of_incoming
-                    .then(|| inv.position(SkuId(*sku)).and_then(|p| p.incoming.first().map(|i| i.id)))
+                    .then(|| {
+                        inv.position(SkuId(*sku))
+                            .and_then(|p| p.incoming.first().map(|i| i.id))
+                    })
                     .flatten();
                 if let Ok(event) = inv.decide_receipt(SkuId(*sku), Qty(*qty), incoming) {
                     *self.on_hand(*sp, *sku) += qty;
                     self.stock(StockPointId(*sp), event);
                 }
             }
-            Op::Reserve { lines, ttl_s, split, partial, backorder, race } => self.reserve(lines, *ttl_s, *split, *partial, *backorder, *race),
+            Op::Reserve {
+                lines,
+                ttl_s,
+                split,
+                partial,
+                backorder,
+                race,
+            } => self.reserve(lines, *ttl_s, *split, *partial, *backorder, *race),
             Op::Release { pick } => {
-                let Some(id) = self.pick_reservation(*pick, ReservationStatus::Held) else { return };
-                let Ok(event) = self.state.reservations.decide_release(id, self.now) else { return };
+                let Some(id) = self.pick_reservation(*pick, ReservationStatus::Held) else {
+                    return;
+                };
+                let Ok(event) = self.state.reservations.decide_release(id, self.now) else {
+                    return;
+                };
                 let sps = self.state.reservations.get(id).unwrap().stock_points();
                 for sp in sps {
-                    if let Ok(e) = self.state.inventories[sp.index()].decide_release(id, ReleaseReason::Released) {
+                    if let Ok(e) = self.state.inventories[sp.index()]
+                        .decide_release(id, ReleaseReason::Released)
+                    {
                         self.stock(sp, e);
                     }
                 }
-                self.emit(Event::Reservation { at: self.now, event });
+                self.emit(Event::Reservation {
+                    at: self.now,
+                    event,
+                });
             }
             Op::Confirm { pick } => {
-                let Some(id) = self.pick_reservation(*pick, ReservationStatus::Held) else { return };
+                let Some(id) = self.pick_reservation(*pick, ReservationStatus::Held) else {
+                    return;
+                };
                 let order_id = OrderId(self.state.next.order);
-                let Ok(confirm) = self.state.reservations.decide_confirm(id, order_id, self.now) else { return };
+                let Ok(confirm) = self
+                    .state
+                    .reservations
+                    .decide_confirm(id, order_id, self.now)
+                else {
+                    return;
+                };
                 let reservation = self.state.reservations.get(id).unwrap().clone();
-                let created = checkout::order_from_reservation(&reservation, order_id, FulfilmentId(self.state.next.fulfilment))
-                    .expect("a held reservation always makes a valid order");
+                let created = checkout::order_from_reservation(
+                    &reservation,
+                    order_id,
+                    FulfilmentId(self.state.next.fulfilment),
+                )
+                .expect("a held reservation always makes a valid order");
                 for sp in reservation.stock_points() {
-                    let e = self.state.inventories[sp.index()].decide_allocate_hold(id, order_id).expect("held reservations hold at every stock point");
+                    let e = self.state.inventories[sp.index()]
+                        .decide_allocate_hold(id, order_id)
+                        .expect("held reservations hold at every stock point");
                     self.stock(sp, e);
                 }
-                self.emit(Event::Reservation { at: self.now, event: confirm });
-                self.emit(Event::Order { order: order_id, at: self.now, event: Box::new(created) });
+                self.emit(Event::Reservation {
+                    at: self.now,
+                    event: confirm,
+                });
+                self.emit(Event::Order {
+                    order: order_id,
+                    at: self.now,
+                    event: Box::new(created),
+                });
             }
             Op::Fulfil { pick, short } => self.fulfil(*pick, *short),
             Op::Cancel { pick } => {
                 let ids: Vec<OrderId> = sorted(self.state.orders.keys().copied());
-                let Some(id) = pick_from(&ids, *pick) else { return };
-                let Ok((event, releases)) = order::cancel(&self.state.orders[&id]) else { return };
-                let mut per_sp: Vec<StockPointId> = releases.iter().map(|r| r.stock_point).collect();
+                let Some(id) = pick_from(&ids, *pick) else {
+                    return;
+                };
+                let Ok((event, releases)) = order::cancel(&self.state.orders[&id]) else {
+                    return;
+                };
+                let mut per_sp: Vec<StockPointId> =
+                    releases.iter().map(|r| r.stock_point).collect();
                 per_sp.dedup();
                 for sp in per_sp {
-                    if let Ok(e) = self.state.inventories[sp.index()].decide_release_allocation(id) {
+                    if let Ok(e) = self.state.inventories[sp.index()].decide_release_allocation(id)
+                    {
                         self.stock(sp, e);
                     }
                 }
-                self.emit(Event::Order { order: id, at: self.now, event: Box::new(event) });
+                self.emit(Event::Order {
+                    order: id,
+                    at: self.now,
+                    event: Box::new(event),
+                });
             }
             Op::Tick { ms } => {
                 self.now = self.now.plus_ms(*ms);
@@ -189,17 +346,35 @@ impl Sim {
                         self.stock(StockPointId(sp), e);
                     }
                 }
-                for event in self.state.reservations.decide_expiries(self.now, usize::MAX) {
-                    self.emit(Event::Reservation { at: self.now, event });
+                for event in self
+                    .state
+                    .reservations
+                    .decide_expiries(self.now, usize::MAX)
+                {
+                    self.emit(Event::Reservation {
+                        at: self.now,
+                        event,
+                    });
                 }
             }
         }
     }
 
-    fn reserve(&mut self, lines: &[(u32, u64)], ttl_s: u64, split: bool, partial: bool, backorder: bool, race: bool) {
+    fn reserve(
+        &mut self,
+        lines: &[(u32, u64)],
+        ttl_s: u64,
+        split: bool,
+        partial: bool,
+        backorder: bool,
+        race: bool,
+    ) {
         let request = ReserveRequest {
             channel: Channel::Web,
-            lines: lines.iter().map(|(sku, qty)| (Code::parse(&format!("SKU{sku}")).unwrap(), Qty(*qty))).collect(),
+            lines: lines
+                .iter()
+                .map(|(sku, qty)| (Code::parse(&format!("SKU{sku}")).unwrap(), Qty(*qty)))
+                .collect(),
             ship_to: None,
             pickup_at: None,
             ttl_seconds: ttl_s,
@@ -219,15 +394,25 @@ impl Sim {
             book: &self.state.reservations,
         };
         let id = self.state.next_reservation_id();
-        let Prepared::Reserve { reservation, holds } = checkout::prepare(&ctx, &request, id, self.now).unwrap() else { return };
+        let Prepared::Reserve { reservation, holds } =
+            checkout::prepare(&ctx, &request, id, self.now).unwrap()
+        else {
+            return;
+        };
         if race {
             // Someone else takes every available unit of the last hold's first SKU: that hold
             // loses the race, and the orchestrator must leave nothing behind.
             let (sp, last) = &holds[holds.len() - 1];
             let sku = last.lines[0].sku;
             let available = self.state.inventories[sp.index()].available(sku).0 as i64;
-            if let Ok(e) = self.state.inventories[sp.index()].decide_adjust(sku, Adjustment::Delta(-available), AdjustReason::CycleCount) {
-                let StockEvent::OnHandSet { on_hand, .. } = &e else { unreachable!() };
+            if let Ok(e) = self.state.inventories[sp.index()].decide_adjust(
+                sku,
+                Adjustment::Delta(-available),
+                AdjustReason::CycleCount,
+            ) {
+                let StockEvent::OnHandSet { on_hand, .. } = &e else {
+                    unreachable!()
+                };
                 *self.on_hand(sp.0, sku.0) = on_hand.0;
                 self.stock(*sp, e);
             }
@@ -242,61 +427,111 @@ impl Sim {
                 HoldOutcome::AlreadyHeld => unreachable!("fresh reservation ids"),
                 HoldOutcome::Insufficient(_) => {
                     for sp in placed {
-                        let e = self.state.inventories[sp.index()].decide_release(id, ReleaseReason::RolledBack).unwrap();
+                        let e = self.state.inventories[sp.index()]
+                            .decide_release(id, ReleaseReason::RolledBack)
+                            .unwrap();
                         self.stock(sp, e);
                     }
                     return;
                 }
             }
         }
-        self.emit(Event::Reservation { at: self.now, event: ReservationEvent::Created(reservation) });
+        self.emit(Event::Reservation {
+            at: self.now,
+            event: ReservationEvent::Created(reservation),
+        });
     }
 
     fn fulfil(&mut self, pick: usize, short: u64) {
         let ids: Vec<OrderId> = sorted(self.state.orders.keys().copied());
-        let Some(id) = pick_from(&ids, pick) else { return };
+        let Some(id) = pick_from(&ids, pick) else {
+            return;
+        };
         let order = &self.state.orders[&id];
-        let Some(f) = order.fulfilments.iter().find(|f| order::release(order, f.id).is_ok()).cloned() else { return };
+        let Some(f) = order
+            .fulfilments
+            .iter()
+            .find(|f| order::release(order, f.id).is_ok())
+            .cloned()
+        else {
+            return;
+        };
         let at = self.now;
-        let step = |sim: &mut Sim, e: order::OrderEvent| sim.emit(Event::Order { order: id, at, event: Box::new(e) });
+        let step = |sim: &mut Sim, e: order::OrderEvent| {
+            sim.emit(Event::Order {
+                order: id,
+                at,
+                event: Box::new(e),
+            })
+        };
         step(self, order::release(&self.state.orders[&id], f.id).unwrap());
-        step(self, order::start_pick(&self.state.orders[&id], f.id).unwrap());
+        step(
+            self,
+            order::start_pick(&self.state.orders[&id], f.id).unwrap(),
+        );
         for line in &f.lines {
             let want = line.qty.saturating_sub(line.short);
             let got = want.saturating_sub(Qty(short));
             match order::pick(&self.state.orders[&id], f.id, line.sku, got).unwrap() {
                 PickOutcome::Picked(e) => step(self, e),
                 PickOutcome::Short { event, request } => {
-                    let e = self.state.inventories[f.stock_point.index()].decide_short_pick(id, line.sku, request.missing).unwrap();
+                    let e = self.state.inventories[f.stock_point.index()]
+                        .decide_short_pick(id, line.sku, request.missing)
+                        .unwrap();
                     *self.on_hand(f.stock_point.0, line.sku.0) -= request.missing.0;
                     self.stock(f.stock_point, e);
                     step(self, event);
-                    let off = order::write_off_shortage(&self.state.orders[&id], f.id, line.sku).unwrap();
+                    let off =
+                        order::write_off_shortage(&self.state.orders[&id], f.id, line.sku).unwrap();
                     step(self, off);
                 }
             }
         }
-        let Ok(pack) = order::pack(&self.state.orders[&id], f.id) else { return };
+        let Ok(pack) = order::pack(&self.state.orders[&id], f.id) else {
+            return;
+        };
         step(self, pack);
-        step(self, order::ship(&self.state.orders[&id], f.id, "sim", "T1").unwrap());
-        for line in &self.state.orders[&id].fulfilment(f.id).unwrap().lines.clone() {
+        step(
+            self,
+            order::ship(&self.state.orders[&id], f.id, "sim", "T1").unwrap(),
+        );
+        for line in &self.state.orders[&id]
+            .fulfilment(f.id)
+            .unwrap()
+            .lines
+            .clone()
+        {
             if !line.picked.is_zero() {
-                let e = self.state.inventories[f.stock_point.index()].decide_ship(id, line.sku, line.picked).unwrap();
+                let e = self.state.inventories[f.stock_point.index()]
+                    .decide_ship(id, line.sku, line.picked)
+                    .unwrap();
                 *self.on_hand(f.stock_point.0, line.sku.0) -= line.picked.0;
                 self.stock(f.stock_point, e);
             }
         }
     }
 
-    fn pick_reservation(&self, pick: usize, status: ReservationStatus) -> Option<conductor_engine::ids::ReservationId> {
-        let ids = sorted(self.state.reservations.iter().filter(|r| r.status_at(self.now) == status).map(|r| r.id));
+    fn pick_reservation(
+        &self,
+        pick: usize,
+        status: ReservationStatus,
+    ) -> Option<conductor_engine::ids::ReservationId> {
+        let ids = sorted(
+            self.state
+                .reservations
+                .iter()
+                .filter(|r| r.status_at(self.now) == status)
+                .map(|r| r.id),
+        );
         pick_from(&ids, pick)
     }
 
     fn check(&self) -> Result<(), TestCaseError> {
         self.state.audit().map_err(TestCaseError::fail)?;
         for ((sp, sku), expected) in &self.expected_on_hand {
-            let actual = self.state.inventories[*sp as usize].position(SkuId(*sku)).map_or(0, |p| p.on_hand.0);
+            let actual = self.state.inventories[*sp as usize]
+                .position(SkuId(*sku))
+                .map_or(0, |p| p.on_hand.0);
             prop_assert_eq!(actual, *expected, "on_hand of SP{} SKU{} drifted", sp, sku);
         }
         for (key, n) in &self.releases {
@@ -306,9 +541,17 @@ impl Sim {
             for hold in inv.holds() {
                 // A hold without a live reservation would be a leak (expiry ticks release both).
                 if let Some(r) = self.state.reservations.get(hold.reservation) {
-                    prop_assert_eq!(r.status, ReservationStatus::Held, "hold of a {:?} reservation", r.status);
+                    prop_assert_eq!(
+                        r.status,
+                        ReservationStatus::Held,
+                        "hold of a {:?} reservation",
+                        r.status
+                    );
                 } else {
-                    return Err(TestCaseError::fail(format!("hold {} without a reservation", hold.reservation)));
+                    return Err(TestCaseError::fail(format!(
+                        "hold {} without a reservation",
+                        hold.reservation
+                    )));
                 }
             }
         }
@@ -352,22 +595,54 @@ fn random_operations_reach_holds_orders_shipments_expiries_and_rollbacks() {
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let seed = [7u8; 32];
     println!("seed: {seed:?}");
-    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+    );
     let mut seen: HashMap<&'static str, usize> = HashMap::new();
     for _ in 0..200 {
-        let ops = prop::collection::vec(op(), 1..60).new_tree(&mut runner).unwrap().current();
+        let ops = prop::collection::vec(op(), 1..60)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
         let mut sim = Sim::new();
         for op in &ops {
             sim.run(op);
         }
         for event in &sim.log {
             let kind = match event {
-                Event::Stock { event: StockEvent::HoldPlaced(_), .. } => "hold",
-                Event::Stock { event: StockEvent::HoldReleased { reason: ReleaseReason::Expired, .. }, .. } => "expiry",
-                Event::Stock { event: StockEvent::HoldReleased { reason: ReleaseReason::RolledBack, .. }, .. } => "rollback",
-                Event::Stock { event: StockEvent::Shipped { .. }, .. } => "shipment",
-                Event::Stock { event: StockEvent::ShortPicked { .. }, .. } => "short pick",
-                Event::Stock { event: StockEvent::AllocationReleased { .. }, .. } => "cancel",
+                Event::Stock {
+                    event: StockEvent::HoldPlaced(_),
+                    ..
+                } => "hold",
+                Event::Stock {
+                    event:
+                        StockEvent::HoldReleased {
+                            reason: ReleaseReason::Expired,
+                            ..
+                        },
+                    ..
+                } => "expiry",
+                Event::Stock {
+                    event:
+                        StockEvent::HoldReleased {
+                            reason: ReleaseReason::RolledBack,
+                            ..
+                        },
+                    ..
+                } => "rollback",
+                Event::Stock {
+                    event: StockEvent::Shipped { .. },
+                    ..
+                } => "shipment",
+                Event::Stock {
+                    event: StockEvent::ShortPicked { .. },
+                    ..
+                } => "short pick",
+                Event::Stock {
+                    event: StockEvent::AllocationReleased { .. },
+                    ..
+                } => "cancel",
                 Event::Order { .. } => "order",
                 _ => "other",
             };
@@ -375,7 +650,18 @@ fn random_operations_reach_holds_orders_shipments_expiries_and_rollbacks() {
         }
     }
     println!("{seen:?}");
-    for kind in ["hold", "expiry", "rollback", "shipment", "short pick", "cancel", "order"] {
-        assert!(seen.get(kind).copied().unwrap_or(0) > 0, "no {kind} in the sample: {seen:?}");
+    for kind in [
+        "hold",
+        "expiry",
+        "rollback",
+        "shipment",
+        "short pick",
+        "cancel",
+        "order",
+    ] {
+        assert!(
+            seen.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} in the sample: {seen:?}"
+        );
     }
 }

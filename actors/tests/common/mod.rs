@@ -32,14 +32,23 @@ pub async fn start() -> System {
 
 pub async fn restart(system: System) -> System {
     system.conductor.shutdown().await;
-    let (conductor, _) = Conductor::start(config(system.dir.path())).await.expect("restart");
-    System { conductor, dir: system.dir }
+    let (conductor, _) = Conductor::start(config(system.dir.path()))
+        .await
+        .expect("restart");
+    System {
+        conductor,
+        dir: system.dir,
+    }
 }
 
 pub async fn start_with_workers() -> System {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config(dir.path());
-    config.workers = Some(WorkerConfig { pick_ms: 1, pack_ms: 1, ship_ms: 1 });
+    config.workers = Some(WorkerConfig {
+        pick_ms: 1,
+        pack_ms: 1,
+        ship_ms: 1,
+    });
     let (conductor, _) = Conductor::start(config).await.expect("start");
     System { conductor, dir }
 }
@@ -80,7 +89,10 @@ pub async fn network(c: &Conductor) -> [StockPointId; 3] {
 }
 
 pub async fn sku(c: &Conductor, text: &str) -> SkuId {
-    c.define_skus(vec![code(text)]).await.expect("no error").expect("defined")[0]
+    c.define_skus(vec![code(text)])
+        .await
+        .expect("no error")
+        .expect("defined")[0]
 }
 
 pub async fn stock(c: &Conductor, sp: StockPointId, sku: SkuId, qty: u64) {

@@ -38,7 +38,12 @@ fn code(s: &str) -> Code {
     Code::parse(s).expect("valid code")
 }
 
-async fn setup(c: &Conductor, stock_points: u32, skus: u32, stock: u64) -> Vec<(StockPointId, SkuId)> {
+async fn setup(
+    c: &Conductor,
+    stock_points: u32,
+    skus: u32,
+    stock: u64,
+) -> Vec<(StockPointId, SkuId)> {
     let mut sps = Vec::new();
     for i in 0..stock_points {
         let sp = c
@@ -46,7 +51,10 @@ async fn setup(c: &Conductor, stock_points: u32, skus: u32, stock: u64) -> Vec<(
                 code: code(&format!("WH{i}")),
                 kind: StockPointKind::Warehouse,
                 name: format!("warehouse {i}"),
-                location: Location { lat: 45.0 + f64::from(i) * 0.3, lon: 2.0 + f64::from(i) * 0.2 },
+                location: Location {
+                    lat: 45.0 + f64::from(i) * 0.3,
+                    lon: 2.0 + f64::from(i) * 0.2,
+                },
                 priority: i,
                 channels: vec![Channel::Web],
                 capabilities: vec![Capability::Ship],
@@ -60,27 +68,47 @@ async fn setup(c: &Conductor, stock_points: u32, skus: u32, stock: u64) -> Vec<(
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let codes: Vec<Code> = (0..skus).map(|i| code(&format!("SKU{i}"))).collect();
-    let ids = c.define_skus(codes).await.expect("no error").expect("defined");
+    let ids = c
+        .define_skus(codes)
+        .await
+        .expect("no error")
+        .expect("defined");
     let mut placed = Vec::new();
     for (i, sku) in ids.iter().enumerate() {
         let sp = sps[i % sps.len()];
-        c.adjust(sp, *sku, Adjustment::Set(Qty(stock)), AdjustReason::Adjustment)
-            .await
-            .expect("no error")
-            .expect("adjusted");
+        c.adjust(
+            sp,
+            *sku,
+            Adjustment::Set(Qty(stock)),
+            AdjustReason::Adjustment,
+        )
+        .await
+        .expect("no error")
+        .expect("adjusted");
         placed.push((sp, *sku));
     }
     placed
 }
 
-async fn run(label: &str, seconds: u64, requesters: usize, stock_points: u32, skus: u32, readers: bool) -> Figures {
+async fn run(
+    label: &str,
+    seconds: u64,
+    requesters: usize,
+    stock_points: u32,
+    skus: u32,
+    readers: bool,
+) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (c, _) = Conductor::start(Config::new(dir.path())).await.expect("start");
+    let (c, _) = Conductor::start(Config::new(dir.path()))
+        .await
+        .expect("start");
     let c = Arc::new(c);
     let placed = setup(&c, stock_points, skus, u64::MAX / 4).await;
     let before = c.log_stats();
     let stop = Arc::new(AtomicBool::new(false));
-    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds")));
+    let latency = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+    ));
     let holds = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let reads = Arc::new(AtomicU64::new(0));
@@ -91,7 +119,8 @@ async fn run(label: &str, seconds: u64, requesters: usize, stock_points: u32, sk
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 for sku in &skus {
-                    n += board.with_figures(*sku, |f| f.iter().map(|x| x.available.0).sum::<u64>()) & 1;
+                    n += board.with_figures(*sku, |f| f.iter().map(|x| x.available.0).sum::<u64>())
+                        & 1;
                     reads.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -101,7 +130,13 @@ async fn run(label: &str, seconds: u64, requesters: usize, stock_points: u32, sk
     let started = Instant::now();
     let mut tasks = Vec::new();
     for r in 0..requesters {
-        let (c, stop, latency, holds, refused) = (c.clone(), stop.clone(), latency.clone(), holds.clone(), refused.clone());
+        let (c, stop, latency, holds, refused) = (
+            c.clone(),
+            stop.clone(),
+            latency.clone(),
+            holds.clone(),
+            refused.clone(),
+        );
         let sku_codes: Vec<Code> = (0..skus).map(|i| code(&format!("SKU{i}"))).collect();
         tasks.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
@@ -147,7 +182,10 @@ async fn run(label: &str, seconds: u64, requesters: usize, stock_points: u32, sk
     }
     let after = c.log_stats();
     c.shutdown().await;
-    let latency = latency.lock().map(|h| h.clone()).unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
+    let latency = latency
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
     let figures = Figures {
         holds: holds.load(Ordering::Relaxed),
         refused: refused.load(Ordering::Relaxed),
@@ -184,7 +222,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let requesters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         println!("{requesters} requesters, {seconds} s each, closed loop, durable acks");
         println!("| scenario | holds/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | events/fsync | µs/sync | refused | board reads/s |");

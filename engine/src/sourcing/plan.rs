@@ -290,7 +290,9 @@ fn eligible(rule: &CompiledRule, request: &PlanRequest<'_>, sp: &StockPoint) -> 
 
 fn score(strategy: Strategy, sp: &StockPoint, ship_to: Option<Location>) -> f64 {
     match strategy {
-        Strategy::Priority | Strategy::Balance | Strategy::FewestShipments => f64::from(sp.priority),
+        Strategy::Priority | Strategy::Balance | Strategy::FewestShipments => {
+            f64::from(sp.priority)
+        }
         Strategy::Closest => match ship_to {
             Some(to) => sp.location.distance_km(&to),
             None => f64::from(sp.priority),
@@ -351,19 +353,21 @@ fn plan_group(
         let row = candidates
             .iter()
             .map(|cand| {
-                stock
-                    .iter()
-                    .find(|s| s.stock_point == cand.sp.id)
-                    .map_or((Qty::ZERO, Qty::ZERO), |s| {
+                stock.iter().find(|s| s.stock_point == cand.sp.id).map_or(
+                    (Qty::ZERO, Qty::ZERO),
+                    |s| {
                         let shelf = s
                             .available
                             .saturating_sub(c.min_remaining)
                             .saturating_sub(ledger.taken(cand.sp.id, line.sku, Source::OnHand));
-                        let incoming = s
-                            .incoming
-                            .saturating_sub(ledger.taken(cand.sp.id, line.sku, Source::Incoming));
+                        let incoming = s.incoming.saturating_sub(ledger.taken(
+                            cand.sp.id,
+                            line.sku,
+                            Source::Incoming,
+                        ));
                         (shelf, incoming)
-                    })
+                    },
+                )
             })
             .collect();
         offers.push(row);
@@ -395,8 +399,18 @@ fn plan_group(
             .map(|((shelf, incoming), cand)| {
                 let id = cand.sp.id;
                 (
-                    shelf.saturating_sub(ledger.taken_since(group_start, id, line.sku, Source::OnHand)),
-                    incoming.saturating_sub(ledger.taken_since(group_start, id, line.sku, Source::Incoming)),
+                    shelf.saturating_sub(ledger.taken_since(
+                        group_start,
+                        id,
+                        line.sku,
+                        Source::OnHand,
+                    )),
+                    incoming.saturating_sub(ledger.taken_since(
+                        group_start,
+                        id,
+                        line.sku,
+                        Source::Incoming,
+                    )),
                 )
             })
             .collect();
@@ -412,7 +426,14 @@ fn plan_group(
         if got < line.qty && !allow_partial {
             let offered: Qty = row
                 .iter()
-                .map(|(shelf, incoming)| *shelf + if allow_backorder { *incoming } else { Qty::ZERO })
+                .map(|(shelf, incoming)| {
+                    *shelf
+                        + if allow_backorder {
+                            *incoming
+                        } else {
+                            Qty::ZERO
+                        }
+                })
                 .sum();
             shortages.push(Shortage {
                 sku: line.sku,
@@ -438,7 +459,10 @@ fn plan_group(
         Strategy::Balance => offers.iter().map(|row| row[k].0 .0).sum::<u64>() as f64,
         _ => candidates[k].score,
     };
-    let tied = tied || order.windows(2).any(|w| explained_score(w[0]) == explained_score(w[1]));
+    let tied = tied
+        || order
+            .windows(2)
+            .any(|w| explained_score(w[0]) == explained_score(w[1]));
     let explained = order
         .iter()
         .take(CANDIDATES_EXPLAINED_MAX)
@@ -459,7 +483,8 @@ fn plan_group(
             lines: lines.to_vec(),
             candidates: explained,
             candidates_total: candidates.len(),
-            tie_break: tied.then(|| "equal scores ordered by priority rank, then stock point id".into()),
+            tie_break: tied
+                .then(|| "equal scores ordered by priority rank, then stock point id".into()),
         },
     }
 }

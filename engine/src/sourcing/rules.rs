@@ -160,7 +160,12 @@ impl RuleSet {
                         .iter()
                         .find(|sp| &sp.code == code)
                         .map(|sp| sp.id)
-                        .ok_or_else(|| bad(format!("{path}[{i}]"), format!("unknown stock point {code}")))
+                        .ok_or_else(|| {
+                            bad(
+                                format!("{path}[{i}]"),
+                                format!("unknown stock point {code}"),
+                            )
+                        })
                 })
                 .collect()
         };
@@ -168,15 +173,24 @@ impl RuleSet {
         for (index, rule) in self.rules.iter().enumerate() {
             let at = |field: &str| format!("rules[{index}].{field}");
             if rule.name.is_empty() || rule.name.len() > RULE_TEXT_BYTES_MAX {
-                return Err(bad(at("name"), format!("1 to {RULE_TEXT_BYTES_MAX} characters")));
+                return Err(bad(
+                    at("name"),
+                    format!("1 to {RULE_TEXT_BYTES_MAX} characters"),
+                ));
             }
             if let Some(prefix) = &rule.matches.sku_prefix {
                 if prefix.is_empty() || prefix.len() > RULE_TEXT_BYTES_MAX {
-                    return Err(bad(at("match.sku_prefix"), format!("1 to {RULE_TEXT_BYTES_MAX} characters")));
+                    return Err(bad(
+                        at("match.sku_prefix"),
+                        format!("1 to {RULE_TEXT_BYTES_MAX} characters"),
+                    ));
                 }
             }
             if rule.matches.tags.len() > RULE_LIST_LEN_MAX {
-                return Err(bad(at("match.tags"), format!("at most {RULE_LIST_LEN_MAX} tags")));
+                return Err(bad(
+                    at("match.tags"),
+                    format!("at most {RULE_LIST_LEN_MAX} tags"),
+                ));
             }
             if let Some(i) = rule
                 .matches
@@ -184,11 +198,17 @@ impl RuleSet {
                 .iter()
                 .position(|t| t.is_empty() || t.len() > RULE_TEXT_BYTES_MAX)
             {
-                return Err(bad(at(&format!("match.tags[{i}]")), format!("1 to {RULE_TEXT_BYTES_MAX} characters")));
+                return Err(bad(
+                    at(&format!("match.tags[{i}]")),
+                    format!("1 to {RULE_TEXT_BYTES_MAX} characters"),
+                ));
             }
             let c = &rule.constraints;
             if c.max_splits == 0 || c.max_splits as usize > SPLITS_MAX {
-                return Err(bad(at("constraints.max_splits"), format!("1 to {SPLITS_MAX}")));
+                return Err(bad(
+                    at("constraints.max_splits"),
+                    format!("1 to {SPLITS_MAX}"),
+                ));
             }
             if c.promise_incoming_days > PROMISE_INCOMING_DAYS_MAX {
                 return Err(bad(
@@ -267,7 +287,9 @@ mod tests {
 
     #[test]
     fn an_unknown_stock_point_is_reported_with_its_path() {
-        let set = rules(r#"[{"name":"a","strategy":"priority"},{"name":"b","strategy":"priority","constraints":{"exclude":["WH9"]}}]"#);
+        let set = rules(
+            r#"[{"name":"a","strategy":"priority"},{"name":"b","strategy":"priority","constraints":{"exclude":["WH9"]}}]"#,
+        );
         let error = set.compile(&network()).unwrap_err();
         assert_eq!(error.path, "rules[1].constraints.exclude[0]");
     }
@@ -275,13 +297,18 @@ mod tests {
     #[test]
     fn zero_splits_and_empty_rule_sets_are_invalid() {
         let set = rules(r#"[{"name":"a","strategy":"balance","constraints":{"max_splits":0}}]"#);
-        assert_eq!(set.compile(&network()).unwrap_err().path, "rules[0].constraints.max_splits");
+        assert_eq!(
+            set.compile(&network()).unwrap_err().path,
+            "rules[0].constraints.max_splits"
+        );
         assert_eq!(rules("[]").compile(&network()).unwrap_err().path, "rules");
     }
 
     #[test]
     fn unknown_fields_and_strategies_are_rejected() {
         assert!(serde_json::from_str::<Rule>(r#"{"name":"a","strategy":"cheapest"}"#).is_err());
-        assert!(serde_json::from_str::<Rule>(r#"{"name":"a","strategy":"priority","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Rule>(r#"{"name":"a","strategy":"priority","x":1}"#).is_err()
+        );
     }
 }
