@@ -323,14 +323,16 @@ fn plan_group(
 ) -> GroupOutcome {
     let c = &rule.rule.constraints;
     let strategy = rule.rule.strategy;
-    let mut candidates: Vec<Candidate<'_>> = network
-        .iter()
-        .filter(|sp| eligible(rule, request, sp))
-        .map(|sp| Candidate {
-            sp,
-            score: score(strategy, sp, request.ship_to),
-        })
-        .collect();
+    let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(network.len());
+    candidates.extend(
+        network
+            .iter()
+            .filter(|sp| eligible(rule, request, sp))
+            .map(|sp| Candidate {
+                sp,
+                score: score(strategy, sp, request.ship_to),
+            }),
+    );
     let tied = rank(&mut candidates);
     let max_splits = if request.options.allow_split {
         c.max_splits.max(1) as usize
@@ -343,33 +345,34 @@ fn plan_group(
         .now
         .plus_ms(u64::from(c.promise_incoming_days).saturating_mul(DAY_MS));
 
-    // Per line: what each candidate can offer, in candidate order.
+    // Per line: what each candidate can offer, in candidate order. The SKU's stock list is
+    // walked once and mapped to candidates through `slot`, so the cost follows the stock points
+    // that carry the SKU, not candidates × stock points.
+    let mut slot = vec![usize::MAX; network.len()];
+    for (k, cand) in candidates.iter().enumerate() {
+        slot[cand.sp.id.index()] = k;
+    }
     let mut stock = Vec::new();
     let mut offers: Vec<Vec<(Qty, Qty)>> = Vec::with_capacity(lines.len());
     for &i in lines {
         let line = &request.lines[i];
         stock.clear();
         view.stock_of(line.sku, horizon, &mut stock);
-        let row = candidates
-            .iter()
-            .map(|cand| {
-                stock.iter().find(|s| s.stock_point == cand.sp.id).map_or(
-                    (Qty::ZERO, Qty::ZERO),
-                    |s| {
-                        let shelf = s
-                            .available
-                            .saturating_sub(c.min_remaining)
-                            .saturating_sub(ledger.taken(cand.sp.id, line.sku, Source::OnHand));
-                        let incoming = s.incoming.saturating_sub(ledger.taken(
-                            cand.sp.id,
-                            line.sku,
-                            Source::Incoming,
-                        ));
-                        (shelf, incoming)
-                    },
-                )
-            })
-            .collect();
+        let mut row = vec![(Qty::ZERO, Qty::ZERO); candidates.len()];
+        for s in &stock {
+            let Some(&k) = slot.get(s.stock_point.index()) else { continue };
+            if k == usize::MAX {
+                continue;
+            }
+            let shelf = s
+                .available
+                .saturating_sub(c.min_remaining)
+                .saturating_sub(ledger.taken(s.stock_point, line.sku, Source::OnHand));
+            let incoming = s
+                .incoming
+                .saturating_sub(ledger.taken(s.stock_point, line.sku, Source::Incoming));
+            row[k] = (shelf, incoming);
+        }
         offers.push(row);
     }
 
@@ -562,6 +565,11 @@ fn cover_order(
             if offers[j][k].0 >= request.lines[i].qty {
                 open[j] = false;
             }
+        }
+        if !open.contains(&true) {
+            // Every line is covered: the rest keep their rank order.
+            order.extend((0..candidates.len()).filter(|&k| !used[k]));
+            break;
         }
     }
     order
