@@ -1,15 +1,19 @@
 //! In-process throughput of durable holds through the actors (issue 4's figures).
 //!
 //! `cargo run --release -p conductor-benches --bin actor-holds -- [seconds] [requesters]`
-//! (`SCENARIO=hot|spread|reads` runs one scenario only)
+//! (`SCENARIO=hot|spread|reads|batch` runs one scenario only)
 //!
 //! Scenarios, each on a fresh data dir, closed loop (every requester sends its next hold as
 //! soon as the previous one is acknowledged, i.e. durable):
 //! - one hot SKU at one warehouse;
 //! - 100 SKUs over 10 stock points;
-//! - the hot SKU again with storefront reads of the board running on their own thread.
+//! - the hot SKU again with storefront reads of the board running on their own thread;
+//! - the hot SKU with 100 holds per message (`Conductor::reserve_batch`).
 //!
 //! Prints holds/s, latency percentiles (HdrHistogram), holds per fsync and fsync time.
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +94,9 @@ async fn setup(
     placed
 }
 
+/// Holds per message in the batch scenario.
+const BATCH_HOLDS: usize = 100;
+
 async fn run(
     label: &str,
     seconds: u64,
@@ -97,6 +104,19 @@ async fn run(
     stock_points: u32,
     skus: u32,
     readers: bool,
+) -> Figures {
+    run_with(label, seconds, requesters, stock_points, skus, readers, 1).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_with(
+    label: &str,
+    seconds: u64,
+    requesters: usize,
+    stock_points: u32,
+    skus: u32,
+    readers: bool,
+    batch: usize,
 ) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     let (c, _) = Conductor::start(Config::new(dir.path()))
@@ -116,12 +136,22 @@ async fn run(
         let (board, stop, reads) = (c.board().clone(), stop.clone(), reads.clone());
         let skus: Vec<SkuId> = placed.iter().map(|p| p.1).collect();
         std::thread::spawn(move || {
+            // Paced at READS_PER_S_TARGET on its own thread: storefront reads never touch the
+            // runtime's workers, and a flat-out spin would only measure core stealing.
+            const READS_PER_S_TARGET: u64 = 5_000_000;
+            const READS_PER_SLICE: u64 = 50_000;
+            let slice = Duration::from_nanos(1_000_000_000 * READS_PER_SLICE / READS_PER_S_TARGET);
             let mut n = 0u64;
+            let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                for sku in &skus {
-                    n += board.with_figures(*sku, |f| f.iter().map(|x| x.available.0).sum::<u64>())
-                        & 1;
-                    reads.fetch_add(1, Ordering::Relaxed);
+                for i in 0..READS_PER_SLICE {
+                    let sku = skus[(i as usize) % skus.len()];
+                    n += board.with_figures(sku, |f| f.iter().map(|x| x.available.0).sum::<u64>()) & 1;
+                }
+                reads.fetch_add(READS_PER_SLICE, Ordering::Relaxed);
+                next += slice;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
                 }
             }
             n
@@ -142,26 +172,38 @@ async fn run(
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let mut i = r;
             while !stop.load(Ordering::Relaxed) {
-                let request = ReserveRequest {
-                    channel: Channel::Web,
-                    lines: vec![(sku_codes[i % sku_codes.len()].clone(), Qty(1))],
-                    ship_to: None,
-                    pickup_at: None,
-                    ttl_seconds: 3_600,
-                    allow_split: true,
-                    allow_partial: false,
-                    allow_backorder: false,
-                    customer_ref: None,
-                    tags: Vec::new(),
-                };
-                i += 7;
+                let mut requests = Vec::with_capacity(batch);
+                for _ in 0..batch {
+                    requests.push(ReserveRequest {
+                        channel: Channel::Web,
+                        lines: vec![(sku_codes[i % sku_codes.len()].clone(), Qty(1))],
+                        ship_to: None,
+                        pickup_at: None,
+                        ttl_seconds: 3_600,
+                        allow_split: true,
+                        allow_partial: false,
+                        allow_backorder: false,
+                        customer_ref: None,
+                        tags: Vec::new(),
+                    });
+                    i += 7;
+                }
                 let t = Instant::now();
-                match c.reserve(request).await {
-                    Ok(Ok(_)) => {
-                        holds.fetch_add(1, Ordering::Relaxed);
-                        let _ = local.record(t.elapsed().as_micros() as u64);
+                let answers = if batch == 1 {
+                    let request = requests.pop().expect("one request");
+                    vec![c.reserve(request).await]
+                } else {
+                    match c.reserve_batch(requests).await {
+                        Ok(answers) => answers,
+                        Err(e) => vec![Err(e)],
                     }
-                    _ => {
+                };
+                let micros = t.elapsed().as_micros() as u64;
+                for answer in answers {
+                    if matches!(answer, Ok(Ok(_))) {
+                        holds.fetch_add(1, Ordering::Relaxed);
+                        let _ = local.record(micros);
+                    } else {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -241,6 +283,10 @@ fn main() {
         }
         if wanted("reads") {
             run("1 hot SKU + board reads", seconds, requesters, 1, 1, true).await;
+        }
+        if wanted("batch") {
+            let label = format!("1 hot SKU, {BATCH_HOLDS} holds per message");
+            run_with(&label, seconds, (requesters / 16).max(1), 1, 1, false, BATCH_HOLDS).await;
         }
     });
 }
