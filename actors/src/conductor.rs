@@ -34,12 +34,15 @@ use crate::board::Board;
 use crate::call::{ask, CALL_TIMEOUT};
 use crate::clock::{Clock, SystemClock};
 use crate::directory::{Directory, Handle};
-use crate::error::{invalid, Answer, CommandError};
+use crate::error::{invalid, Answer, CommandError, Refusal};
 use crate::mailbox::Gate;
 use crate::orchestrator::{Downstream, OrchestratorArgs, OrchestratorMsg, StockPointSpec};
 use crate::orders::{DeskArgs, DeskMsg, OrderContext, OrderDesk, OrderMsg};
 use crate::stock_point::{Durable, StockCommand, StockPointActor, StockPointArgs, StockPointMsg};
-use crate::warehouse::{Task, WarehouseActor, WarehouseArgs, WarehouseMsg, WorkerConfig};
+use crate::warehouse::{
+    OnHandCause, Replenishment, StockView, Task, WarehouseActor, WarehouseArgs, WarehouseMsg,
+    WmsConfig, WorkerConfig,
+};
 use crate::Log;
 
 /// Restarts allowed per stock point within [`RESTART_WINDOW`] before it is left down.
@@ -56,6 +59,8 @@ pub struct Config {
     pub wave_window: Duration,
     /// Simulated warehouse workers; `None` means tasks wait for staff.
     pub workers: Option<WorkerConfig>,
+    /// How the warehouses release, batch, cartonize, ship and forecast.
+    pub wms: WmsConfig,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -66,6 +71,7 @@ impl Config {
             wal: WalConfig::default(),
             wave_window: Duration::from_millis(500),
             workers: None,
+            wms: WmsConfig::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -114,6 +120,7 @@ struct Shared {
     log: Log,
     clock: Arc<dyn Clock>,
     workers: Option<WorkerConfig>,
+    wms: WmsConfig,
     /// The durable inventory of each stock point, kept by the log's acknowledgements, from
     /// which a crashed stock point actor restarts.
     durable: Mutex<FxHashMap<StockPointId, Arc<Durable>>>,
@@ -224,6 +231,7 @@ impl Conductor {
             log: log.clone(),
             clock: config.clock.clone(),
             workers: config.workers,
+            wms: config.wms.clone(),
             durable: Mutex::new(FxHashMap::default()),
             supervisor: Mutex::new(None),
             restarts: AtomicU64::new(0),
@@ -539,6 +547,13 @@ impl Conductor {
             Ok(r) => r,
             Err(refusal) => return Ok(Err(refusal)),
         };
+        // A retry whose first attempt got as far as the order: answer that order.
+        if let Some(order) = reservation.order {
+            return match self.order(order).await? {
+                Some(order) => Ok(Ok(order)),
+                None => Ok(Err(Refusal::NotFound(order.to_string()))),
+            };
+        }
         let confirmed = self.confirm(reservation.id, customer_ref).await;
         if !matches!(confirmed, Ok(Ok(_))) {
             let _ = self.release(reservation.id).await;
@@ -591,11 +606,21 @@ impl Conductor {
     pub async fn receive_return(&self, ret: ReturnId) -> Answer<ReturnRecord> {
         self.accepting()?;
         let desk = self.desk()?;
-        ask(|answer| {
+        let received = ask(|answer| {
             desk.send_message(DeskMsg::ReceiveReturn { ret, answer })
                 .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
         })
-        .await
+        .await;
+        if let Ok(Ok(record)) = &received {
+            let restocked = record
+                .dispositions
+                .iter()
+                .filter(|d| d.action == conductor_engine::returns::Action::Restock);
+            for d in restocked {
+                self.on_hand_changed(d.stock_point, d.sku, OnHandCause::Receipt);
+            }
+        }
+        received
     }
 
     pub async fn return_record(&self, ret: ReturnId) -> Result<Option<ReturnRecord>, CommandError> {
@@ -660,15 +685,20 @@ impl Conductor {
         adjustment: Adjustment,
         reason: AdjustReason,
     ) -> Answer<()> {
-        self.stock(
-            sp,
-            StockCommand::Adjust {
-                sku,
-                adjustment,
-                reason,
-            },
-        )
-        .await
+        let adjusted = self
+            .stock(
+                sp,
+                StockCommand::Adjust {
+                    sku,
+                    adjustment,
+                    reason,
+                },
+            )
+            .await;
+        if matches!(adjusted, Ok(Ok(()))) {
+            self.on_hand_changed(sp, sku, OnHandCause::Adjustment);
+        }
+        adjusted
     }
 
     pub async fn set_safety_stock(&self, sp: StockPointId, sku: SkuId, qty: Qty) -> Answer<()> {
@@ -703,8 +733,30 @@ impl Conductor {
         qty: Qty,
         incoming: Option<IncomingId>,
     ) -> Answer<()> {
-        self.stock(sp, StockCommand::Receive { sku, qty, incoming })
-            .await
+        let received = self
+            .stock(sp, StockCommand::Receive { sku, qty, incoming })
+            .await;
+        if matches!(received, Ok(Ok(()))) {
+            self.on_hand_changed(sp, sku, OnHandCause::Receipt);
+        }
+        received
+    }
+
+    /// Tells the warehouse of `sp` that on_hand of `sku` changed, so that its bins follow
+    /// (receipts become putaway tasks). Best effort: the warehouse reconciles by level, so a
+    /// notice lost to a full mailbox is repaired by the next one for that SKU.
+    fn on_hand_changed(&self, sp: StockPointId, sku: SkuId, cause: OnHandCause) {
+        let sent = self
+            .shared
+            .warehouses
+            .send(sp, |ticket| WarehouseMsg::OnHandChanged {
+                sku,
+                cause,
+                ticket,
+            });
+        if let Err(error) = sent {
+            warn!(stock_point = ?sp, ?sku, %error, "warehouse not told of an on_hand change");
+        }
     }
 
     pub async fn set_customer_limit(
@@ -795,6 +847,38 @@ impl Conductor {
             })
         })
         .await
+    }
+
+    async fn warehouse_query<T: Send + 'static>(
+        &self,
+        sp: StockPointId,
+        message: impl FnOnce(ractor::RpcReplyPort<T>) -> WarehouseMsg,
+    ) -> Result<T, CommandError> {
+        let handle = self
+            .shared
+            .warehouses
+            .get(sp)
+            .ok_or_else(|| CommandError::Unavailable(format!("warehouse {sp:?} is down")))?;
+        match handle.actor.call(message, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
+            _ => Err(CommandError::Unavailable(format!(
+                "warehouse {sp:?} stopped"
+            ))),
+        }
+    }
+
+    /// Suggested reorder points per SKU at `sp`, from the demand its warehouse has shipped.
+    pub async fn replenishment(
+        &self,
+        sp: StockPointId,
+    ) -> Result<Vec<Replenishment>, CommandError> {
+        self.warehouse_query(sp, WarehouseMsg::Replenishment).await
+    }
+
+    /// Where every unit of `sp` is: bins, dock, overflow, outbound, unfound.
+    pub async fn bin_stock(&self, sp: StockPointId) -> Result<StockView, CommandError> {
+        self.warehouse_query(sp, WarehouseMsg::Stock).await
     }
 
     // --- operations -------------------------------------------------------------------------
@@ -909,10 +993,31 @@ async fn start_warehouse(
     let Some(desk) = lock(&shared.desk).clone() else {
         return Ok(());
     };
+    // Stock points without a network entry yet default to the warehouse layout.
+    let kind = shared
+        .network
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(sp)
+        .map_or(conductor_engine::network::StockPointKind::Warehouse, |s| {
+            s.kind
+        });
+    let durable = lock(&shared.durable).get(&sp).cloned();
+    let on_hand = durable.map_or_else(Vec::new, |d| {
+        lock(&d.inventory)
+            .positions()
+            .map(|(sku, p)| (sku, p.on_hand))
+            .collect()
+    });
     let args = WarehouseArgs {
         stock_point: sp,
+        kind,
         desk,
         released,
+        on_hand,
+        board: shared.board.clone(),
+        clock: shared.clock.clone(),
+        config: shared.wms.clone(),
         workers: shared.workers,
     };
     let (actor, _) = Actor::spawn_linked(None, WarehouseActor, args, supervisor.get_cell()).await?;
@@ -936,6 +1041,13 @@ impl Downstream for Forward {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
+        // The new warehouse reads its kind (its layout) from here when it starts.
+        {
+            let mut network = shared.network.write().unwrap_or_else(|e| e.into_inner());
+            let mut updated = (**network).clone();
+            updated.upsert(stock_point.clone());
+            *network = Arc::new(updated);
+        }
         let supervisor = lock(&shared.supervisor).clone();
         if let Some(supervisor) = supervisor {
             let _ = supervisor.send_message(SupervisorMsg::Add(stock_point.id));

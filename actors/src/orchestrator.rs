@@ -198,6 +198,9 @@ struct Confirming {
     answer: Reply<Answer<Order>>,
 }
 
+/// Answers a batched hold that could not be sent.
+type Fallback = Box<dyn FnOnce(HoldAnswer) + Send>;
+
 pub struct Orchestrator;
 
 pub struct OrchestratorState {
@@ -482,6 +485,9 @@ impl OrchestratorState {
         attempt: u32,
         answer: Reply<Answer<Reservation>>,
     ) {
+        if let Some(replay) = self.replay_by_key(&request) {
+            return answer(replay);
+        }
         let now = self.now();
         let mut answer = Some(answer);
         let prepared = self.prepare_or_answer(id, &request, now, |a| {
@@ -493,9 +499,38 @@ impl OrchestratorState {
             return;
         };
         if holds.len() == 1 {
-            return self.start_single(myself, id, request, attempt, reservation, holds, answer, now);
+            return self.start_single(
+                myself,
+                id,
+                request,
+                attempt,
+                reservation,
+                holds,
+                answer,
+                now,
+            );
         }
         self.place_multi(myself, id, request, attempt, reservation, holds, answer);
+    }
+
+    /// A request whose idempotency key already made a reservation gets that reservation back
+    /// (or a refusal, if the key came with a different request): the key is in the reservation
+    /// record itself, so this holds across a crash that lost the first answer.
+    fn replay_by_key(&self, request: &ReserveRequest) -> Option<Answer<Reservation>> {
+        let (key, fingerprint) = request.idempotency.as_ref()?;
+        let existing = self.book.by_key(key)?;
+        let same = existing
+            .idempotency
+            .as_ref()
+            .is_some_and(|(_, f)| f == fingerprint);
+        Some(Ok(if same {
+            Ok(existing.clone())
+        } else {
+            Err(invalid(
+                "Idempotency-Key",
+                "already used with a different request",
+            ))
+        }))
     }
 
     /// Plans a request and checks the per-customer limits; on a "no", answers it and returns
@@ -507,7 +542,10 @@ impl OrchestratorState {
         request: &ReserveRequest,
         now: Timestamp,
         answer: impl FnOnce(Answer<Reservation>),
-    ) -> Option<(Box<Reservation>, Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>)> {
+    ) -> Option<(
+        Box<Reservation>,
+        Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
+    )> {
         let ctx = CheckoutContext {
             skus: &self.skus,
             network: &self.network,
@@ -615,7 +653,18 @@ impl OrchestratorState {
         answer: Reply<Answer<Reservation>>,
         now: Timestamp,
     ) {
-        let Some((sp, hold, here)) = self.single_hold(myself, id, request, attempt, reservation, holds, answer, now) else { return };
+        let Some((sp, hold, here)) = self.single_hold(
+            myself,
+            id,
+            request,
+            attempt,
+            reservation,
+            holds,
+            answer,
+            now,
+        ) else {
+            return;
+        };
         let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
             request: hold.request,
             also: hold.also,
@@ -641,10 +690,14 @@ impl OrchestratorState {
         mut holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
         answer: Reply<Answer<Reservation>>,
         now: Timestamp,
-    ) -> Option<(StockPointId, BatchedHold, Box<dyn FnOnce(HoldAnswer) + Send>)> {
+    ) -> Option<(StockPointId, BatchedHold, Fallback)> {
         let (sp, hold) = holds.pop()?;
         if let Some(customer) = &reservation.customer_ref {
-            let units = reservation.lines.iter().map(|l| (l.sku, l.reserved())).collect();
+            let units = reservation
+                .lines
+                .iter()
+                .map(|l| (l.sku, l.reserved()))
+                .collect();
             self.customer_pending.insert(id, (customer.clone(), units));
         }
         let created = Event::Reservation {
@@ -694,11 +747,15 @@ impl OrchestratorState {
         requests: Vec<(ReserveRequest, Reply<Answer<Reservation>>)>,
     ) {
         let now = self.now();
-        let mut per_stock_point: FxHashMap<StockPointId, Vec<(BatchedHold, Box<dyn FnOnce(HoldAnswer) + Send>)>> =
+        let mut per_stock_point: FxHashMap<StockPointId, Vec<(BatchedHold, Fallback)>> =
             FxHashMap::default();
         for (request, answer) in requests {
             if let Err(e) = request.validate() {
                 answer(Ok(Err(invalid(e.field, e.message))));
+                continue;
+            }
+            if let Some(replay) = self.replay_by_key(&request) {
+                answer(replay);
                 continue;
             }
             let id = ReservationId(self.next.reservation);
@@ -716,7 +773,9 @@ impl OrchestratorState {
                 self.place_multi(myself, id, request, 1, reservation, holds, answer);
                 continue;
             }
-            if let Some((sp, hold, here)) = self.single_hold(myself, id, request, 1, reservation, holds, answer, now) {
+            if let Some((sp, hold, here)) =
+                self.single_hold(myself, id, request, 1, reservation, holds, answer, now)
+            {
                 per_stock_point.entry(sp).or_default().push((hold, here));
             }
         }

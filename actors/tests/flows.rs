@@ -359,14 +359,27 @@ async fn a_batch_of_reservations_sells_exactly_the_stock_and_each_gets_its_answe
     requests.push(request(&[("B", 2)]));
     let answers = c.reserve_batch(requests).await.unwrap();
     assert_eq!(answers.len(), 301);
-    let held: Vec<_> = answers[..300].iter().filter_map(|a| a.as_ref().ok().and_then(|r| r.as_ref().ok())).collect();
+    let held: Vec<_> = answers[..300]
+        .iter()
+        .filter_map(|a| a.as_ref().ok().and_then(|r| r.as_ref().ok()))
+        .collect();
     assert_eq!(held.len(), 100);
-    assert!(answers[..300].iter().filter(|a| matches!(a, Ok(Err(Refusal::Insufficient(_))))).count() == 200);
+    assert!(
+        answers[..300]
+            .iter()
+            .filter(|a| matches!(a, Ok(Err(Refusal::Insufficient(_)))))
+            .count()
+            == 200
+    );
     assert!(matches!(&answers[300], Ok(Ok(r)) if r.stock_points().len() == 2));
     let p = c.inventory(wh1).await.unwrap().position(a).unwrap().clone();
     assert_eq!(p.held, Qty(100));
     for r in held {
-        assert!(c.reservation(r.id).await.unwrap().is_some(), "{} is recorded", r.id);
+        assert!(
+            c.reservation(r.id).await.unwrap().is_some(),
+            "{} is recorded",
+            r.id
+        );
     }
     c.shutdown().await;
 }

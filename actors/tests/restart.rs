@@ -135,3 +135,41 @@ async fn a_stock_point_that_keeps_failing_is_left_down_and_refuses_writes() {
     assert!(refused.is_err(), "{refused:?}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_reservation_with_the_same_key_has_one_effect_also_after_a_restart() {
+    use conductor_actors::error::Refusal;
+    use conductor_engine::idempotency::IdempotencyKey;
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    let key = IdempotencyKey::new("key-1", "checkout-42").unwrap();
+    let mut keyed = request(&[("A", 2)]);
+    keyed.idempotency = Some((key.clone(), 7));
+    let first = c.reserve(keyed.clone()).await.unwrap().unwrap();
+    let again = c.reserve(keyed.clone()).await.unwrap().unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(available(&c, wh1, a).await, 8);
+    // The caller's answer was lost in a crash; the retry after the restart still finds it.
+    let system = restart(system).await;
+    let c = system.conductor.clone();
+    let after = c.reserve(keyed.clone()).await.unwrap().unwrap();
+    assert_eq!(after.id, first.id);
+    assert_eq!(available(&c, wh1, a).await, 8);
+    let mut other = keyed.clone();
+    other.idempotency = Some((key, 8));
+    assert!(matches!(
+        c.reserve(other).await.unwrap(),
+        Err(Refusal::Invalid { .. })
+    ));
+    // Retrying a place-order whose first attempt was confirmed answers the same order.
+    let mut order_request = request(&[("A", 1)]);
+    order_request.idempotency = Some((IdempotencyKey::new("key-1", "order-1").unwrap(), 1));
+    let order = c.place_order(order_request.clone()).await.unwrap().unwrap();
+    let retried = c.place_order(order_request).await.unwrap().unwrap();
+    assert_eq!(order.id, retried.id);
+    assert_eq!(available(&c, wh1, a).await, 7);
+    c.shutdown().await;
+}

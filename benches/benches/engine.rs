@@ -560,6 +560,7 @@ fn bench_checkout(c: &mut Criterion, world: &World) {
                 allow_backorder: false,
                 customer_ref: Some(format!("customer-{}", rng.below(1_000))),
                 tags: vec![],
+                idempotency: None,
             }
         })
         .collect();

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{Code, FulfilmentId, Interner, OrderId, Qty, ReservationId, SkuId, StockPointId};
 use crate::inventory::{HoldRequest, Source, StockLine};
 use crate::limits::{HOLD_TTL_SECONDS_MAX, LINE_QTY_MAX, REQUEST_LINES_MAX};
@@ -32,6 +33,11 @@ pub struct ReserveRequest {
     pub allow_backorder: bool,
     pub customer_ref: Option<String>,
     pub tags: Vec<String>,
+    /// The caller's idempotency key and request fingerprint. Kept in the reservation record, in
+    /// the same log record as the holds, so that a retry finds the first reservation even
+    /// after a crash that lost the caller's answer.
+    #[serde(default)]
+    pub idempotency: Option<(IdempotencyKey, u64)>,
 }
 
 /// A field of a request that is out of range; the gateway answers 422 naming it.
@@ -252,6 +258,7 @@ fn reservation_from_plan(
         status: ReservationStatus::Held,
         order: None,
         explanation: plan.explanation,
+        idempotency: request.idempotency.clone(),
     }
 }
 

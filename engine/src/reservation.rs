@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::FxHashMap;
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{OrderId, Qty, ReservationId, SkuId, StockPointId};
 use crate::inventory::Source;
 use crate::network::Channel;
@@ -57,6 +58,9 @@ pub struct Reservation {
     pub order: Option<OrderId>,
     /// Why it was sourced this way, for customer service.
     pub explanation: Explanation,
+    /// The idempotency key and request fingerprint it was created with, if any.
+    #[serde(default)]
+    pub idempotency: Option<(IdempotencyKey, u64)>,
 }
 
 impl Reservation {
@@ -124,6 +128,8 @@ pub struct ReservationBook {
     customer_units: FxHashMap<(String, SkuId), Qty>,
     /// Held reservations ordered by expiry so that expiring pops from the front.
     expiries: BTreeSet<(Timestamp, ReservationId)>,
+    /// Reservations by the idempotency key they were created with.
+    by_key: FxHashMap<IdempotencyKey, ReservationId>,
 }
 
 impl ReservationBook {
@@ -141,6 +147,13 @@ impl ReservationBook {
 
     pub fn iter(&self) -> impl Iterator<Item = &Reservation> {
         self.reservations.values()
+    }
+
+    /// The reservation created with `key`, if any.
+    pub fn by_key(&self, key: &IdempotencyKey) -> Option<&Reservation> {
+        self.by_key
+            .get(key)
+            .and_then(|id| self.reservations.get(id))
     }
 
     pub fn limit(&self, sku: SkuId) -> Option<Qty> {
@@ -234,6 +247,9 @@ impl ReservationBook {
     /// Applies a `Created` event by value, sparing the copy `apply` must make.
     pub fn insert_created(&mut self, reservation: Reservation) {
         self.count_customer_units(&reservation);
+        if let Some((key, _)) = &reservation.idempotency {
+            self.by_key.insert(key.clone(), reservation.id);
+        }
         if reservation.status == ReservationStatus::Held {
             self.expiries
                 .insert((reservation.expires_at, reservation.id));
@@ -316,6 +332,7 @@ mod tests {
                 rule_set_version: 0,
                 groups: vec![],
             },
+            idempotency: None,
         }))
     }
 

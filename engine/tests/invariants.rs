@@ -383,6 +383,7 @@ impl Sim {
             allow_backorder: backorder,
             customer_ref: None,
             tags: vec![],
+            idempotency: None,
         };
         request.validate().unwrap();
         let rules = self.state.rules.compile(&self.state.network).unwrap();

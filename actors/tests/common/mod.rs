@@ -48,6 +48,8 @@ pub async fn start_with_workers() -> System {
         pick_ms: 1,
         pack_ms: 1,
         ship_ms: 1,
+        putaway_ms: 1,
+        walk_ms_per_m: 0,
     });
     let (conductor, _) = Conductor::start(config).await.expect("start");
     System { conductor, dir }
@@ -114,6 +116,7 @@ pub fn request(lines: &[(&str, u64)]) -> ReserveRequest {
         allow_backorder: false,
         customer_ref: None,
         tags: vec![],
+        idempotency: None,
     }
 }
 

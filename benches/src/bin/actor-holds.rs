@@ -146,7 +146,8 @@ async fn run_with(
             while !stop.load(Ordering::Relaxed) {
                 for i in 0..READS_PER_SLICE {
                     let sku = skus[(i as usize) % skus.len()];
-                    n += board.with_figures(sku, |f| f.iter().map(|x| x.available.0).sum::<u64>()) & 1;
+                    n += board.with_figures(sku, |f| f.iter().map(|x| x.available.0).sum::<u64>())
+                        & 1;
                 }
                 reads.fetch_add(READS_PER_SLICE, Ordering::Relaxed);
                 next += slice;
@@ -185,6 +186,7 @@ async fn run_with(
                         allow_backorder: false,
                         customer_ref: None,
                         tags: Vec::new(),
+                        idempotency: None,
                     });
                     i += 7;
                 }

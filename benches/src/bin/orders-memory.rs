@@ -15,39 +15,61 @@ use conductor_engine::ids::{FulfilmentId, OrderId, Qty, ReservationId, SkuId, St
 use conductor_engine::inventory::Source;
 use conductor_engine::network::Channel;
 use conductor_engine::order::Order;
-use conductor_engine::reservation::{Reservation, ReservationStatus, ReservedAllocation, ReservedLine};
+use conductor_engine::reservation::{
+    Reservation, ReservationStatus, ReservedAllocation, ReservedLine,
+};
 use conductor_engine::sourcing::Explanation;
 use conductor_engine::time::Timestamp;
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
 fn main() {
-    let count: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let count: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let before = resident_bytes();
     let mut orders: FxHashMap<OrderId, Order> = FxHashMap::default();
     for i in 0..count {
         let line = |sku: u32, qty: u64| ReservedLine {
             sku: SkuId(sku),
             requested: Qty(qty),
-            allocations: vec![ReservedAllocation { stock_point: StockPointId((i % 50) as u32), qty: Qty(qty), source: Source::OnHand }],
+            allocations: vec![ReservedAllocation {
+                stock_point: StockPointId((i % 50) as u32),
+                qty: Qty(qty),
+                source: Source::OnHand,
+            }],
         };
         let reservation = Reservation {
             id: ReservationId(i),
             channel: Channel::Web,
             customer_ref: Some(format!("customer-{}", i % 100_000)),
-            lines: vec![line((i % 100_000) as u32, 1), line(((i * 7) % 100_000) as u32 + 1, 2)],
+            lines: vec![
+                line((i % 100_000) as u32, 1),
+                line(((i * 7) % 100_000) as u32 + 1, 2),
+            ],
             created_at: Timestamp(1_700_000_000_000 + i),
             expires_at: Timestamp(1_700_000_600_000 + i),
             status: ReservationStatus::Held,
             order: None,
-            explanation: Explanation { rule_set_version: 1, groups: Vec::new() },
+            explanation: Explanation {
+                rule_set_version: 1,
+                groups: Vec::new(),
+            },
+            idempotency: None,
         };
-        let created = order_from_reservation(&reservation, OrderId(i), FulfilmentId(i)).expect("valid order");
-        let order = Order::from_created(&created, Timestamp(1_700_000_000_000 + i)).expect("created");
+        let created =
+            order_from_reservation(&reservation, OrderId(i), FulfilmentId(i)).expect("valid order");
+        let order =
+            Order::from_created(&created, Timestamp(1_700_000_000_000 + i)).expect("created");
         orders.insert(order.id, order);
     }
     let after = resident_bytes();

@@ -360,7 +360,9 @@ fn plan_group(
         view.stock_of(line.sku, horizon, &mut stock);
         let mut row = vec![(Qty::ZERO, Qty::ZERO); candidates.len()];
         for s in &stock {
-            let Some(&k) = slot.get(s.stock_point.index()) else { continue };
+            let Some(&k) = slot.get(s.stock_point.index()) else {
+                continue;
+            };
             if k == usize::MAX {
                 continue;
             }
@@ -368,9 +370,9 @@ fn plan_group(
                 .available
                 .saturating_sub(c.min_remaining)
                 .saturating_sub(ledger.taken(s.stock_point, line.sku, Source::OnHand));
-            let incoming = s
-                .incoming
-                .saturating_sub(ledger.taken(s.stock_point, line.sku, Source::Incoming));
+            let incoming =
+                s.incoming
+                    .saturating_sub(ledger.taken(s.stock_point, line.sku, Source::Incoming));
             row[k] = (shelf, incoming);
         }
         offers.push(row);
