@@ -44,6 +44,9 @@ pub enum Capability {
     Returns,
 }
 
+/// Mean Earth radius.
+const EARTH_RADIUS_KM: f64 = 6371.0;
+
 /// A point on the globe, in degrees.
 #[derive(Clone, Copy, PartialEq, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,9 +63,21 @@ impl Location {
             && (-180.0..=180.0).contains(&self.lon)
     }
 
+    /// The point on the unit sphere. The dot product of two of them orders pairs of places
+    /// exactly as great-circle distance does (larger dot, shorter distance).
+    pub fn unit_vector(&self) -> [f64; 3] {
+        let (lat, lon) = (self.lat.to_radians(), self.lon.to_radians());
+        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+    }
+
+    /// Great-circle distance in kilometres between two unit vectors.
+    pub fn km_between(a: [f64; 3], b: [f64; 3]) -> f64 {
+        let dot = (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]).clamp(-1.0, 1.0);
+        EARTH_RADIUS_KM * dot.acos()
+    }
+
     /// Great-circle distance in kilometres (haversine, mean Earth radius).
     pub fn distance_km(&self, other: &Location) -> f64 {
-        const EARTH_RADIUS_KM: f64 = 6371.0;
         let (lat1, lat2) = (self.lat.to_radians(), other.lat.to_radians());
         let dlat = lat2 - lat1;
         let dlon = (other.lon - self.lon).to_radians();

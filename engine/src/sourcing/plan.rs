@@ -208,7 +208,15 @@ pub fn plan(
         groups: Vec::with_capacity(groups.len()),
     };
     for (rule, lines) in &groups {
-        let outcome = plan_group(rule, network, view, request, lines, &mut ledger);
+        let outcome = plan_group(
+            rule,
+            network,
+            view,
+            request,
+            lines,
+            &mut ledger,
+            &rules.unit_vectors,
+        );
         allocations.extend(outcome.allocations);
         shortages.extend(outcome.shortages);
         explanation.groups.push(outcome.explanation);
@@ -288,13 +296,26 @@ fn eligible(rule: &CompiledRule, request: &PlanRequest<'_>, sp: &StockPoint) -> 
         && !request.exclude.contains(&sp.id)
 }
 
-fn score(strategy: Strategy, sp: &StockPoint, ship_to: Option<Location>) -> f64 {
+/// Lower is better. For `closest` the score is the negated dot product of unit vectors, which
+/// ranks exactly as distance does; kilometres are computed only for explained candidates.
+fn score(
+    strategy: Strategy,
+    sp: &StockPoint,
+    ship_to: Option<[f64; 3]>,
+    unit_vectors: &[[f64; 3]],
+) -> f64 {
     match strategy {
         Strategy::Priority | Strategy::Balance | Strategy::FewestShipments => {
             f64::from(sp.priority)
         }
         Strategy::Closest => match ship_to {
-            Some(to) => sp.location.distance_km(&to),
+            Some(to) => {
+                let at = unit_vectors
+                    .get(sp.id.index())
+                    .copied()
+                    .unwrap_or_else(|| sp.location.unit_vector());
+                -(at[0] * to[0] + at[1] * to[1] + at[2] * to[2])
+            }
             None => f64::from(sp.priority),
         },
         Strategy::LowestCost => f64::from(sp.cost_per_shipment),
@@ -320,9 +341,11 @@ fn plan_group(
     request: &PlanRequest<'_>,
     lines: &[usize],
     ledger: &mut Ledger,
+    unit_vectors: &[[f64; 3]],
 ) -> GroupOutcome {
     let c = &rule.rule.constraints;
     let strategy = rule.rule.strategy;
+    let ship_to = request.ship_to.map(|to| to.unit_vector());
     let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(network.len());
     candidates.extend(
         network
@@ -330,7 +353,7 @@ fn plan_group(
             .filter(|sp| eligible(rule, request, sp))
             .map(|sp| Candidate {
                 sp,
-                score: score(strategy, sp, request.ship_to),
+                score: score(strategy, sp, ship_to, unit_vectors),
             }),
     );
     let tied = rank(&mut candidates);
@@ -460,14 +483,22 @@ fn plan_group(
         }
     }
 
-    let explained_score = |k: usize| match strategy {
+    // What the order was decided on (cheap); `explained_score` is what customer service reads.
+    let rank_score = |k: usize| match strategy {
         Strategy::Balance => offers.iter().map(|row| row[k].0 .0).sum::<u64>() as f64,
+        _ => candidates[k].score,
+    };
+    let explained_score = |k: usize| match (strategy, ship_to) {
+        (Strategy::Balance, _) => offers.iter().map(|row| row[k].0 .0).sum::<u64>() as f64,
+        (Strategy::Closest, Some(to)) => {
+            Location::km_between(candidates[k].sp.location.unit_vector(), to)
+        }
         _ => candidates[k].score,
     };
     let tied = tied
         || order
             .windows(2)
-            .any(|w| explained_score(w[0]) == explained_score(w[1]));
+            .any(|w| rank_score(w[0]) == rank_score(w[1]));
     let explained = order
         .iter()
         .take(CANDIDATES_EXPLAINED_MAX)
