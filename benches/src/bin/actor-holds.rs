@@ -11,6 +11,7 @@
 //! - the hot SKU with 100 holds per message (`Conductor::reserve_batch`).
 //!
 //! Prints holds/s, latency percentiles (HdrHistogram), holds per fsync and fsync time.
+//! With `RESTART=1`, also restarts on each run's data and prints recovery times.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -241,7 +242,28 @@ async fn run_with(
         reads: reads.load(Ordering::Relaxed),
     };
     print(label, &figures);
+    if std::env::var("RESTART").is_ok() {
+        restart_figures(dir.path()).await;
+    }
     figures
+}
+
+/// Restarts twice on the data the run left: the first replays the log since the snapshot taken
+/// at the previous start (every event of the run), the second opens from the snapshot that the
+/// first one saved.
+async fn restart_figures(dir: &std::path::Path) {
+    for what in ["replay of the whole run", "open from a snapshot"] {
+        let started = Instant::now();
+        let (c, recovered) = Conductor::start(Config::new(dir)).await.expect("restart");
+        let elapsed = started.elapsed();
+        c.shutdown().await;
+        println!(
+            "restart ({what}): {} events in {} records replayed, ready in {:.2} s",
+            recovered.events,
+            recovered.records,
+            elapsed.as_secs_f64()
+        );
+    }
 }
 
 fn print(label: &str, f: &Figures) {
