@@ -42,6 +42,10 @@ use crate::Log;
 pub const RESERVE_ATTEMPTS_MAX: u32 = 3;
 /// Reservations expired per timer tick; the rest wait for the next tick.
 pub const EXPIRIES_PER_TICK_MAX: usize = 4_096;
+/// How long finished reservations stay readable after their expiry.
+pub const RESERVATION_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+/// Finished reservations forgotten per timer tick.
+pub const PRUNES_PER_TICK_MAX: usize = 16_384;
 
 pub enum OrchestratorMsg {
     Reserve {
@@ -406,6 +410,10 @@ impl Actor for Orchestrator {
             OrchestratorMsg::ExpireDue => {
                 state.armed = None;
                 state.expire_due();
+                let now = state.now();
+                state
+                    .book
+                    .prune(now, RESERVATION_RETENTION_MS, PRUNES_PER_TICK_MAX);
             }
         }
         state.arm(&myself);

@@ -130,6 +130,8 @@ pub struct ReservationBook {
     expiries: BTreeSet<(Timestamp, ReservationId)>,
     /// Reservations by the idempotency key they were created with.
     by_key: FxHashMap<IdempotencyKey, ReservationId>,
+    /// Every reservation by expiry, so that forgetting old ones pops from the front.
+    by_expiry: BTreeSet<(Timestamp, ReservationId)>,
 }
 
 impl ReservationBook {
@@ -147,6 +149,38 @@ impl ReservationBook {
 
     pub fn iter(&self) -> impl Iterator<Item = &Reservation> {
         self.reservations.values()
+    }
+
+    /// Forgets reservations that expired more than `retention_ms` before `now` and are no longer
+    /// held (confirmed ones live on as orders). Memory stays bounded by the retention; a read of
+    /// a forgotten reservation is "not found". Returns how many were forgotten, at most `max`.
+    pub fn prune(&mut self, now: Timestamp, retention_ms: u64, max: usize) -> usize {
+        let cutoff = Timestamp(now.0.saturating_sub(retention_ms));
+        let mut pruned = 0;
+        while pruned < max {
+            let Some(&(expires_at, id)) = self.by_expiry.first() else {
+                break;
+            };
+            if expires_at >= cutoff {
+                break;
+            }
+            self.by_expiry.pop_first();
+            let Some(r) = self.reservations.get(&id) else {
+                continue;
+            };
+            if r.status == ReservationStatus::Held {
+                // Its expiry event has not been applied yet; the next tick will get it.
+                self.by_expiry.insert((expires_at, id));
+                break;
+            }
+            if let Some(r) = self.reservations.remove(&id) {
+                if let Some((key, _)) = &r.idempotency {
+                    self.by_key.remove(key);
+                }
+            }
+            pruned += 1;
+        }
+        pruned
     }
 
     /// The reservation created with `key`, if any.
@@ -254,6 +288,8 @@ impl ReservationBook {
             self.expiries
                 .insert((reservation.expires_at, reservation.id));
         }
+        self.by_expiry
+            .insert((reservation.expires_at, reservation.id));
         let previous = self.reservations.insert(reservation.id, reservation);
         debug_assert!(previous.is_none(), "reservation created twice");
     }
@@ -384,6 +420,27 @@ mod tests {
             id: ReservationId(1),
         });
         assert!(book.check_limits(Some("alice"), &more).is_ok());
+    }
+
+    #[test]
+    fn finished_reservations_are_forgotten_after_the_retention_but_held_ones_are_kept() {
+        let mut book = ReservationBook::default();
+        book.apply(&reservation(1, None, 1, 100));
+        book.apply(&reservation(2, None, 1, 200));
+        book.apply(&ReservationEvent::Released {
+            id: ReservationId(1),
+        });
+        assert_eq!(
+            book.prune(Timestamp(150), 1_000, 10),
+            0,
+            "inside the retention"
+        );
+        assert_eq!(book.prune(Timestamp(5_000), 1_000, 10), 1);
+        assert!(book.get(ReservationId(1)).is_none());
+        assert!(
+            book.get(ReservationId(2)).is_some(),
+            "still held: its expiry comes first"
+        );
     }
 
     #[test]
