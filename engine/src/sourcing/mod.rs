@@ -9,7 +9,7 @@ pub mod rules;
 
 pub use plan::{
     plan, AvailabilityView, Explanation, PlanError, PlanLine, PlanOptions, PlanOutcome,
-    PlanRequest, PlannedAllocation, Shortage, SourcingPlan, StockAt,
+    PlanRequest, PlannedAllocation, Shortage, SourcingPlan, StockAt, TieBreak,
 };
 pub use rules::{CompiledRuleSet, Constraints, Rule, RuleError, RuleMatch, RuleSet, Strategy};
 

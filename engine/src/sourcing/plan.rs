@@ -1,6 +1,8 @@
 //! The planner: a request, the rules and a view of availability in; a [`SourcingPlan`] (which
 //! stock point serves which units of which line, and why) or a precise shortage report out.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Qty, SkuId, StockPointId};
@@ -93,18 +95,27 @@ pub struct CandidateScore {
     pub chosen: bool,
 }
 
+/// How candidates with equal scores were ordered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TieBreak {
+    /// Lower priority rank first, then lower stock point id.
+    PriorityThenId,
+}
+
 /// Why one group of lines was sourced the way it was.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct GroupExplanation {
     pub rule_index: usize,
-    pub rule_name: String,
+    /// Shared with the compiled rule: cloning a plan does not copy the name.
+    pub rule_name: Arc<str>,
     pub strategy: Strategy,
     pub lines: Vec<usize>,
     /// Best first, at most [`CANDIDATES_EXPLAINED_MAX`].
     pub candidates: Vec<CandidateScore>,
     pub candidates_total: usize,
     /// How equal scores were ordered, when they were.
-    pub tie_break: Option<String>,
+    pub tie_break: Option<TieBreak>,
 }
 
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
@@ -514,13 +525,12 @@ fn plan_group(
         shortages,
         explanation: GroupExplanation {
             rule_index: rule.index,
-            rule_name: rule.rule.name.clone(),
+            rule_name: rule.name.clone(),
             strategy,
             lines: lines.to_vec(),
             candidates: explained,
             candidates_total: candidates.len(),
-            tie_break: tied
-                .then(|| "equal scores ordered by priority rank, then stock point id".into()),
+            tie_break: tied.then_some(TieBreak::PriorityThenId),
         },
     }
 }

@@ -128,6 +128,8 @@ fn bad(path: String, message: impl Into<String>) -> RuleError {
 #[derive(Clone, Debug)]
 pub struct CompiledRule {
     pub index: usize,
+    /// The rule's name, shared with every plan's explanation.
+    pub name: std::sync::Arc<str>,
     pub rule: Rule,
     pub only: Vec<StockPointId>,
     pub exclude: Vec<StockPointId>,
@@ -223,6 +225,7 @@ impl RuleSet {
             let exclude = resolve(at("constraints.exclude"), &c.exclude)?;
             rules.push(CompiledRule {
                 index,
+                name: rule.name.as_str().into(),
                 rule: rule.clone(),
                 only,
                 exclude,

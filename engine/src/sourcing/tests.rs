@@ -383,7 +383,7 @@ fn the_explanation_names_rule_version_candidates_and_tie_breaks() {
     };
     let group = &plan.explanation.groups[0];
     assert_eq!(plan.explanation.rule_set_version, 7);
-    assert_eq!(group.rule_name, "flat");
+    assert_eq!(&*group.rule_name, "flat");
     assert_eq!(group.candidates[0].stock_point, StockPointId(0));
     assert!(group.candidates[0].chosen);
     assert!(!group.candidates[1].chosen);
