@@ -1,0 +1,122 @@
+//! Settings for `conductor serve`: flags win over `CONDUCTOR_*` environment variables (clap
+//! reads both), which win over the optional JSON config file, which wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use conductor_actors::warehouse::WorkerConfig;
+use conductor_actors::Config;
+use serde::Deserialize;
+
+use crate::server::ServeOptions;
+
+/// The config file, every field optional.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub demo: Option<bool>,
+    /// How long a confirmed order waits before release (the wave window).
+    pub wave_window_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    /// Simulated warehouse workers; `--demo` turns them on with defaults.
+    pub workers: Option<WorkersFile>,
+    pub wal: Option<WalFile>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersFile {
+    pub pick_ms: Option<u64>,
+    pub pack_ms: Option<u64>,
+    pub ship_ms: Option<u64>,
+    pub putaway_ms: Option<u64>,
+    pub walk_ms_per_m: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalFile {
+    pub queue_appends_max: Option<usize>,
+    pub batch_events_max: Option<usize>,
+    pub batch_wait_us: Option<u64>,
+    pub enqueue_timeout_ms: Option<u64>,
+}
+
+/// The longest a wave window may be configured.
+const WAVE_WINDOW_MS_MAX: u64 = 60_000;
+
+pub struct Flags {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub config: Option<PathBuf>,
+    pub demo: bool,
+    pub admin_key: Option<String>,
+}
+
+pub fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn resolve(flags: Flags) -> Result<ServeOptions, String> {
+    let file = match &flags.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    let data_dir = flags
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./conductor-data"));
+    let listen = flags
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let demo = flags.demo || file.demo.unwrap_or(false);
+    let mut config = Config::new(data_dir);
+    let wave = file.wave_window_ms.unwrap_or(500);
+    if wave > WAVE_WINDOW_MS_MAX {
+        return Err(format!(
+            "wave_window_ms must be at most {WAVE_WINDOW_MS_MAX}"
+        ));
+    }
+    config.wave_window = Duration::from_millis(wave);
+    if let Some(w) = file.wal {
+        if let Some(n) = w.queue_appends_max {
+            config.wal.queue_appends_max = n;
+        }
+        if let Some(n) = w.batch_events_max {
+            config.wal.batch_events_max = n;
+        }
+        if let Some(us) = w.batch_wait_us {
+            config.wal.batch_wait = Duration::from_micros(us);
+        }
+        if let Some(ms) = w.enqueue_timeout_ms {
+            config.wal.enqueue_timeout = Duration::from_millis(ms);
+        }
+    }
+    if file.workers.is_some() || demo {
+        let w = file.workers.unwrap_or_default();
+        let d = WorkerConfig::default();
+        config.workers = Some(WorkerConfig {
+            pick_ms: w.pick_ms.unwrap_or(d.pick_ms),
+            pack_ms: w.pack_ms.unwrap_or(d.pack_ms),
+            ship_ms: w.ship_ms.unwrap_or(d.ship_ms),
+            putaway_ms: w.putaway_ms.unwrap_or(d.putaway_ms),
+            walk_ms_per_m: w.walk_ms_per_m.unwrap_or(d.walk_ms_per_m),
+        });
+    }
+    Ok(ServeOptions {
+        listen,
+        config,
+        admin_key: flags.admin_key,
+        demo,
+        request_timeout: Duration::from_millis(
+            file.request_timeout_ms
+                .unwrap_or(30_000)
+                .clamp(100, 600_000),
+        ),
+    })
+}
