@@ -31,6 +31,20 @@ pub async fn ask<T: Send + 'static>(
     }
 }
 
+/// Asks an actor a question (ractor's `call`) with [`CALL_TIMEOUT`]; `stopped` says who, for
+/// the error when it has stopped.
+pub async fn query<M: ractor::Message, T: Send + 'static>(
+    actor: &ractor::ActorRef<M>,
+    message: impl FnOnce(ractor::RpcReplyPort<T>) -> M,
+    stopped: impl Into<String>,
+) -> Result<T, CommandError> {
+    match actor.call(message, Some(CALL_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
+        _ => Err(CommandError::Unavailable(stopped.into())),
+    }
+}
+
 /// Appends events to the log and waits until they are durable.
 pub async fn log_durably(log: &Log, events: Vec<Event>) -> Result<(), CommandError> {
     let (tx, rx) = oneshot::channel();

@@ -366,11 +366,7 @@ impl Conductor {
         message: impl FnOnce(ractor::RpcReplyPort<T>) -> OrchestratorMsg,
     ) -> Result<T, CommandError> {
         let orchestrator = self.orchestrator()?;
-        match orchestrator.call(message, Some(CALL_TIMEOUT)).await {
-            Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
-            _ => Err(CommandError::Unavailable("orchestrator stopped".into())),
-        }
+        crate::call::query(&orchestrator, message, "orchestrator stopped").await
     }
 
     /// The network as last defined; cheap, never waits on an actor.
@@ -563,14 +559,7 @@ impl Conductor {
 
     pub async fn order(&self, id: OrderId) -> Result<Option<Order>, CommandError> {
         let desk = self.desk()?;
-        match desk
-            .call(|reply| DeskMsg::Get(id, reply), Some(CALL_TIMEOUT))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(order)) => Ok(order),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
-            _ => Err(CommandError::Unavailable("order desk stopped".into())),
-        }
+        crate::call::query(&desk, |reply| DeskMsg::Get(id, reply), "order desk stopped").await
     }
 
     pub async fn cancel_order(&self, id: OrderId) -> Answer<Order> {
@@ -625,14 +614,12 @@ impl Conductor {
 
     pub async fn return_record(&self, ret: ReturnId) -> Result<Option<ReturnRecord>, CommandError> {
         let desk = self.desk()?;
-        match desk
-            .call(|reply| DeskMsg::GetReturn(ret, reply), Some(CALL_TIMEOUT))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(record)) => Ok(record),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
-            _ => Err(CommandError::Unavailable("order desk stopped".into())),
-        }
+        crate::call::query(
+            &desk,
+            |reply| DeskMsg::GetReturn(ret, reply),
+            "order desk stopped",
+        )
+        .await
     }
 
     // --- network and inventory (admin) ------------------------------------------------------
@@ -788,17 +775,12 @@ impl Conductor {
             .stock_points
             .get(sp)
             .ok_or_else(|| CommandError::Unavailable(format!("stock point {sp:?} is down")))?;
-        match handle
-            .actor
-            .call(StockPointMsg::Inspect, Some(CALL_TIMEOUT))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(inventory)) => Ok(inventory),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
-            _ => Err(CommandError::Unavailable(format!(
-                "stock point {sp:?} stopped"
-            ))),
-        }
+        crate::call::query(
+            &handle.actor,
+            StockPointMsg::Inspect,
+            format!("stock point {sp:?} stopped"),
+        )
+        .await
     }
 
     // --- warehouse (fulfilment) -------------------------------------------------------------
@@ -813,20 +795,12 @@ impl Conductor {
             .warehouses
             .get(sp)
             .ok_or_else(|| CommandError::Unavailable(format!("warehouse {sp:?} is down")))?;
-        match handle
-            .actor
-            .call(
-                |reply| WarehouseMsg::Tasks { open_only, reply },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(tasks)) => Ok(tasks),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
-            _ => Err(CommandError::Unavailable(format!(
-                "warehouse {sp:?} stopped"
-            ))),
-        }
+        crate::call::query(
+            &handle.actor,
+            |reply| WarehouseMsg::Tasks { open_only, reply },
+            format!("warehouse {sp:?} stopped"),
+        )
+        .await
     }
 
     /// Completes a task at stock point `sp` (the caller's key must be bound to it).
@@ -859,13 +833,7 @@ impl Conductor {
             .warehouses
             .get(sp)
             .ok_or_else(|| CommandError::Unavailable(format!("warehouse {sp:?} is down")))?;
-        match handle.actor.call(message, Some(CALL_TIMEOUT)).await {
-            Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(CommandError::Timeout),
-            _ => Err(CommandError::Unavailable(format!(
-                "warehouse {sp:?} stopped"
-            ))),
-        }
+        crate::call::query(&handle.actor, message, format!("warehouse {sp:?} stopped")).await
     }
 
     /// Suggested reorder points per SKU at `sp`, from the demand its warehouse has shipped.
