@@ -1042,6 +1042,45 @@ pub fn task_view(c: &Conductor, network: &Network, t: &Task) -> TaskView {
     }
 }
 
+#[utoipa::path(get, path = "/v1/stock-points/{id}/replenishment", tag = "admin",
+    responses((status = 200, body = Items<ReplenishmentView>), (status = 403, body = ProblemView), (status = 404, body = ProblemView)))]
+pub async fn replenishment(
+    State(st): State<Shared>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Items<ReplenishmentView>>> {
+    caller.require(Scope::Admin)?;
+    let c = st.c()?;
+    let network = c.network();
+    let sp = stock_point_in_path(&network, &id)?;
+    let suggestions = query(c.replenishment(sp.id).await)?;
+    let items = suggestions
+        .iter()
+        .map(|r| ReplenishmentView {
+            sku: c
+                .board()
+                .sku_code(r.sku)
+                .map_or_else(|| format!("{:?}", r.sku), |code| code.to_string()),
+            on_hand: r.on_hand.0,
+            demand_class: serde_name(&r.class),
+            method: serde_name(&r.method),
+            per_day: r.per_day,
+            reorder_point: r.reorder_point,
+            reorder: r.reorder,
+            history_days: r.history_days,
+        })
+        .collect();
+    Ok(Json(Items { items }))
+}
+
+/// The name serde gives a unit enum variant (its JSON string without quotes).
+fn serde_name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 #[utoipa::path(get, path = "/v1/stock-points/{id}/tasks", tag = "fulfilment",
     params(("status" = Option<String>, Query, description = "open (default) or all")),
     responses((status = 200, body = Items<TaskView>), (status = 403, body = ProblemView), (status = 404, body = ProblemView)))]

@@ -380,6 +380,25 @@ pub struct RefundView {
     pub units: u64,
 }
 
+// --- replenishment --------------------------------------------------------------------------
+
+/// A suggested reorder point for one SKU at one stock point, from its demand history.
+#[derive(Serialize, ToSchema)]
+pub struct ReplenishmentView {
+    pub sku: String,
+    pub on_hand: u64,
+    /// `smooth|erratic|intermittent|lumpy` (ADI / CV² classification).
+    pub demand_class: String,
+    /// `ses|sba`: the forecasting method used for that class.
+    pub method: String,
+    /// Expected units per day.
+    pub per_day: f64,
+    pub reorder_point: u64,
+    /// on_hand is at or below the reorder point.
+    pub reorder: bool,
+    pub history_days: usize,
+}
+
 // --- tasks ----------------------------------------------------------------------------------
 
 #[derive(Serialize, ToSchema)]

@@ -32,7 +32,7 @@ impl Modify for BearerAuth {
         api::reserve, api::get_reservation, api::release_reservation, api::confirm,
         api::place_order, api::get_order, api::cancel_order, api::open_return,
         api::get_return, api::receive_return,
-        api::list_tasks, api::complete_task,
+        api::list_tasks, api::complete_task, api::replenishment,
         api::get_rules, api::put_rules,
     ),
     components(schemas(dto::ProblemView))

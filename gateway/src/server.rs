@@ -42,6 +42,10 @@ pub fn router(st: Shared) -> Router {
         .route("/v1/stock-points", get(api::list_stock_points))
         .route("/v1/stock-points/{id}", put(api::put_stock_point))
         .route("/v1/stock-points/{id}/tasks", get(api::list_tasks))
+        .route(
+            "/v1/stock-points/{id}/replenishment",
+            get(api::replenishment),
+        )
         .route("/v1/inventory/adjustments", post(api::adjust))
         .route("/v1/inventory/safety-stock", put(api::safety_stock))
         .route("/v1/inventory/incoming", post(api::incoming))

@@ -555,6 +555,26 @@ fn an_order_is_picked_packed_shipped_returned_and_restocked_over_the_api() {
         before + 1,
         "restocked units become available"
     );
+
+    // The shipment is demand history: WH2 now suggests a reorder point for FLOW-A (admin only).
+    s.get("/v1/stock-points/WH2/replenishment", &checkout)
+        .problem(403, "forbidden");
+    let suggestions = s.get("/v1/stock-points/WH2/replenishment", ADMIN);
+    let items = suggestions.ok(200)["items"]
+        .as_array()
+        .expect("items")
+        .clone();
+    let flow = items
+        .iter()
+        .find(|i| i["sku"] == "FLOW-A")
+        .unwrap_or_else(|| panic!("FLOW-A in {items:?}"));
+    assert!(flow["history_days"].as_u64().expect("days") >= 1, "{flow}");
+    assert!(
+        flow["demand_class"].is_string() && flow["method"].is_string(),
+        "{flow}"
+    );
+    s.get("/v1/stock-points/NOPE/replenishment", ADMIN)
+        .problem(404, "not-found");
 }
 
 #[test]
