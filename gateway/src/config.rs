@@ -11,9 +11,19 @@ use serde::Deserialize;
 
 use crate::server::ServeOptions;
 
+/// Simulated workers of `--demo`: walking at 60 m/s and quick hands.
+const DEMO_WORKERS: WorkerConfig = WorkerConfig {
+    pick_ms: 50,
+    pack_ms: 80,
+    ship_ms: 80,
+    putaway_ms: 80,
+    walk_ms_per_m: 16,
+};
+
 /// The config file, every field optional.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields, default)]
+
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
@@ -98,8 +108,15 @@ pub fn resolve(flags: Flags) -> Result<ServeOptions, String> {
         }
     }
     if file.workers.is_some() || demo {
+        let explicit = file.workers.is_some();
         let w = file.workers.unwrap_or_default();
-        let d = WorkerConfig::default();
+        // The demo runs the floor about fifty times faster than life, so that a newcomer sees
+        // orders reach "shipped" within a minute; a config file's workers keep real defaults.
+        let d = if demo && !explicit {
+            DEMO_WORKERS
+        } else {
+            WorkerConfig::default()
+        };
         config.workers = Some(WorkerConfig {
             pick_ms: w.pick_ms.unwrap_or(d.pick_ms),
             pack_ms: w.pack_ms.unwrap_or(d.pack_ms),
