@@ -23,7 +23,6 @@ const DEMO_WORKERS: WorkerConfig = WorkerConfig {
 /// The config file, every field optional.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields, default)]
-
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
