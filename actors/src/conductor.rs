@@ -347,6 +347,39 @@ impl Conductor {
             .ok_or_else(|| CommandError::Unavailable("order desk stopped".into()))
     }
 
+    /// Sends to the orchestrator through its bounded mailbox (the checkout path).
+    async fn to_orchestrator_gated<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(
+            crate::stock_point::Reply<Answer<T>>,
+            crate::mailbox::Ticket,
+        ) -> OrchestratorMsg,
+    ) -> Answer<T> {
+        self.accepting()?;
+        let orchestrator = self.orchestrator()?;
+        let gate = self.shared.orchestrator_gate.clone();
+        ask(|answer| {
+            let ticket = gate.ticket()?;
+            orchestrator
+                .send_message(message(answer, ticket))
+                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
+        })
+        .await
+    }
+
+    async fn to_desk<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(crate::stock_point::Reply<Answer<T>>) -> DeskMsg,
+    ) -> Answer<T> {
+        self.accepting()?;
+        let desk = self.desk()?;
+        ask(|answer| {
+            desk.send_message(message(answer))
+                .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
+        })
+        .await
+    }
+
     async fn to_orchestrator<T: Send + 'static>(
         &self,
         message: impl FnOnce(crate::stock_point::Reply<Answer<T>>) -> OrchestratorMsg,
@@ -442,18 +475,10 @@ impl Conductor {
         if let Err(e) = request.validate() {
             return Ok(Err(invalid(e.field, e.message)));
         }
-        self.accepting()?;
-        let orchestrator = self.orchestrator()?;
-        let gate = self.shared.orchestrator_gate.clone();
-        ask(|answer| {
-            let ticket = gate.ticket()?;
-            orchestrator
-                .send_message(OrchestratorMsg::Reserve {
-                    request,
-                    answer,
-                    ticket,
-                })
-                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
+        self.to_orchestrator_gated(|answer, ticket| OrchestratorMsg::Reserve {
+            request,
+            answer,
+            ticket,
         })
         .await
     }
@@ -506,32 +531,16 @@ impl Conductor {
     }
 
     pub async fn release(&self, id: ReservationId) -> Answer<()> {
-        let gate = self.shared.orchestrator_gate.clone();
-        self.accepting()?;
-        let orchestrator = self.orchestrator()?;
-        ask(|answer| {
-            let ticket = gate.ticket()?;
-            orchestrator
-                .send_message(OrchestratorMsg::Release { id, answer, ticket })
-                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
-        })
-        .await
+        self.to_orchestrator_gated(|answer, ticket| OrchestratorMsg::Release { id, answer, ticket })
+            .await
     }
 
     pub async fn confirm(&self, id: ReservationId, customer_ref: Option<String>) -> Answer<Order> {
-        let gate = self.shared.orchestrator_gate.clone();
-        self.accepting()?;
-        let orchestrator = self.orchestrator()?;
-        ask(|answer| {
-            let ticket = gate.ticket()?;
-            orchestrator
-                .send_message(OrchestratorMsg::Confirm {
-                    id,
-                    customer_ref,
-                    answer,
-                    ticket,
-                })
-                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
+        self.to_orchestrator_gated(|answer, ticket| OrchestratorMsg::Confirm {
+            id,
+            customer_ref,
+            answer,
+            ticket,
         })
         .await
     }
@@ -563,13 +572,8 @@ impl Conductor {
     }
 
     pub async fn cancel_order(&self, id: OrderId) -> Answer<Order> {
-        self.accepting()?;
-        let desk = self.desk()?;
-        ask(|answer| {
-            desk.send_message(DeskMsg::ToOrder(id, OrderMsg::Cancel { answer }))
-                .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
-        })
-        .await
+        self.to_desk(|answer| DeskMsg::ToOrder(id, OrderMsg::Cancel { answer }))
+            .await
     }
 
     pub async fn open_return(
@@ -578,28 +582,19 @@ impl Conductor {
         lines: Vec<ReturnLine>,
         drop_off: Option<StockPointId>,
     ) -> Answer<ReturnRecord> {
-        self.accepting()?;
-        let desk = self.desk()?;
-        ask(|answer| {
-            desk.send_message(DeskMsg::OpenReturn {
-                order,
-                lines,
-                drop_off,
-                answer,
-            })
-            .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
+        self.to_desk(|answer| DeskMsg::OpenReturn {
+            order,
+            lines,
+            drop_off,
+            answer,
         })
         .await
     }
 
     pub async fn receive_return(&self, ret: ReturnId) -> Answer<ReturnRecord> {
-        self.accepting()?;
-        let desk = self.desk()?;
-        let received = ask(|answer| {
-            desk.send_message(DeskMsg::ReceiveReturn { ret, answer })
-                .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
-        })
-        .await;
+        let received = self
+            .to_desk(|answer| DeskMsg::ReceiveReturn { ret, answer })
+            .await;
         if let Ok(Ok(record)) = &received {
             let restocked = record
                 .dispositions
