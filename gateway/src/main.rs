@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-
 /// Blocks are allocated on request threads and freed on the log's thread; mimalloc's
 /// per-thread free lists keep that cheap where glibc malloc contends.
 #[global_allocator]
