@@ -976,6 +976,7 @@ async fn start_warehouse(
         stock_point: sp,
         kind,
         desk,
+        stock_points: shared.stock_points.clone(),
         released,
         on_hand,
         board: shared.board.clone(),

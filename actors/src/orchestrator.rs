@@ -849,14 +849,13 @@ impl OrchestratorState {
             });
             return;
         }
-        // Some hold lost: leave nothing behind, then re-plan or answer.
-        for sp in &pending.placed {
-            self.send_release(id, *sp, ReleaseReason::RolledBack);
-        }
-        if let Some(error) = pending.failure {
-            return (pending.answer)(Err(error));
-        }
-        if pending.attempt < RESERVE_ATTEMPTS_MAX {
+        // Some hold lost: leave nothing behind, then re-plan, or answer once the rollbacks are
+        // durable (so that a read after the "no" sees the units available again).
+        let retry = pending.failure.is_none() && pending.attempt < RESERVE_ATTEMPTS_MAX;
+        if retry {
+            for sp in &pending.placed {
+                self.send_release(id, *sp, ReleaseReason::RolledBack);
+            }
             debug!(reservation = %id, attempt = pending.attempt, "hold lost a race; re-planning");
             let next = ReservationId(self.next.reservation);
             self.next.reservation += 1;
@@ -868,24 +867,54 @@ impl OrchestratorState {
                 pending.answer,
             );
         }
-        (pending.answer)(Ok(Err(Refusal::Insufficient(pending.shortages))));
+        let outcome = match pending.failure {
+            Some(error) => Err(error),
+            None => Ok(Err(Refusal::Insufficient(pending.shortages))),
+        };
+        let answer = pending.answer;
+        let join = crate::once::join(pending.placed.len(), move |r: Result<(), CommandError>| {
+            if let Err(error) = r {
+                warn!(reservation = %id, %error, "rollback not durable; recovery or expiry releases it");
+            }
+            answer(outcome);
+        });
+        if pending.placed.is_empty() {
+            return join.done(Ok(()));
+        }
+        for sp in &pending.placed {
+            let join = join.clone();
+            self.send_release_then(id, *sp, ReleaseReason::RolledBack, move |r| join.done(r));
+        }
     }
 
     fn send_release(&self, id: ReservationId, sp: StockPointId, reason: ReleaseReason) {
+        self.send_release_then(id, sp, reason, move |r| {
+            if let Err(error) = r {
+                warn!(reservation = %id, %error, "release not durable; recovery or expiry releases it");
+            }
+        });
+    }
+
+    /// Releases the hold at `sp`; `done` runs once the release is durable (a hold already gone,
+    /// e.g. expired meanwhile, counts as released).
+    fn send_release_then(
+        &self,
+        id: ReservationId,
+        sp: StockPointId,
+        reason: ReleaseReason,
+        done: impl FnOnce(Result<(), CommandError>) + Send + 'static,
+    ) {
+        let (for_sp, here) = crate::once::split(done);
         let sent = self.directory.send(sp, |ticket| StockPointMsg::Command {
             command: StockCommand::Release {
                 reservation: id,
                 reason,
             },
-            answer: reply(move |r: Answer<()>| {
-                if let Err(error) = r {
-                    warn!(reservation = %id, %error, "release not durable; recovery will release it");
-                }
-            }),
+            answer: reply(move |r: Answer<()>| for_sp(r.map(|_| ()))),
             ticket,
         });
         if let Err(error) = sent {
-            warn!(reservation = %id, %error, "release not sent; the hold expires by itself");
+            here(Err(error));
         }
     }
 
@@ -908,17 +937,22 @@ impl OrchestratorState {
             .get(id)
             .map(Reservation::stock_points)
             .unwrap_or_default();
+        // The caller hears back once the record and every stock point's release are durable,
+        // so that a read after the answer already sees the units available again.
+        let join = crate::once::join(1 + stock_points.len(), answer_unit(answer));
+        let for_log = join.clone();
         let logged = self.log_then(
             vec![Event::Reservation {
                 at: now,
                 event: event.clone(),
             }],
-            answer_unit(answer),
+            move |r| for_log.done(r),
         );
         if logged {
             self.book.apply(&event);
             for sp in stock_points {
-                self.send_release(id, sp, ReleaseReason::Released);
+                let join = join.clone();
+                self.send_release_then(id, sp, ReleaseReason::Released, move |r| join.done(r));
             }
         }
     }
@@ -1074,26 +1108,41 @@ impl OrchestratorState {
         let Some(confirming) = self.confirming.remove(&id) else {
             return;
         };
-        // Give back what was allocated; the reservation stays as it was (and expires).
+        // Give back what was allocated (the reservation stays as it was, and expires), then
+        // answer: a read after the "no" sees the units as they were.
+        let answer = confirming.answer;
+        let outcome = match (confirming.failure, confirming.refused) {
+            (Some(error), _) => Err(error),
+            (None, Some(refusal)) => Ok(Err(refusal)),
+            (None, None) => unreachable!("a failed confirmation has a reason"),
+        };
+        let order = confirming.order.id;
+        let join = crate::once::join(
+            confirming.allocated.len(),
+            move |r: Result<(), CommandError>| {
+                if let Err(error) = r {
+                    warn!(%order, %error, "allocation rollback not durable; recovery will release it");
+                }
+                answer(outcome);
+            },
+        );
+        if confirming.allocated.is_empty() {
+            join.done(Ok(()));
+            return;
+        }
         for sp in &confirming.allocated {
-            let order = confirming.order.id;
+            let (for_sp, here) = crate::once::split({
+                let join = join.clone();
+                move |r: Result<(), CommandError>| join.done(r)
+            });
             let sent = self.directory.send(*sp, |ticket| StockPointMsg::Command {
                 command: StockCommand::ReleaseAllocation { order },
-                answer: reply(move |r: Answer<()>| {
-                    if let Err(error) = r {
-                        warn!(%order, %error, "allocation rollback not durable; recovery will release it");
-                    }
-                }),
+                answer: reply(move |r: Answer<()>| for_sp(r.map(|_| ()))),
                 ticket,
             });
             if let Err(error) = sent {
-                warn!(%order, %error, "allocation rollback not sent; recovery will release it");
+                here(Err(error));
             }
-        }
-        match (confirming.failure, confirming.refused) {
-            (Some(error), _) => (confirming.answer)(Err(error)),
-            (None, Some(refusal)) => (confirming.answer)(Ok(Err(refusal))),
-            (None, None) => unreachable!("a failed confirmation has a reason"),
         }
     }
 

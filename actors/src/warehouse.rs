@@ -9,7 +9,8 @@
 //! the layout, or one of four areas per SKU: the receiving **dock** (received, waiting for a
 //! putaway task), **overflow** (received when no bin had room; picked from last), **outbound**
 //! (picked into a carton, not shipped yet) and **unfound** (on the books, but a picker found the
-//! bin short). So `bins + dock + overflow + outbound + unfound = on_hand` per SKU
+//! bin short; written off from on_hand, reason `ShortPick`, as far as no short line still has
+//! to report them and the stock point has not committed them). So `bins + dock + overflow + outbound + unfound = on_hand` per SKU
 //! ([`StockView::check`]).
 //!
 //! It stays equal because the actor reconciles each SKU against the stock point's on_hand (read
@@ -59,6 +60,7 @@ use conductor_engine::fulfilment::removal::{choose_bins, RemovalPolicy, RemovalR
 use conductor_engine::fulfilment::routing::optimal_route;
 use conductor_engine::hash::FxHashMap;
 use conductor_engine::ids::{FulfilmentId, OrderId, Qty, SkuId, StockPointId};
+use conductor_engine::inventory::{AdjustReason, Adjustment};
 use conductor_engine::network::StockPointKind;
 use conductor_engine::order::{Fulfilment, FulfilmentStatus};
 use conductor_engine::time::Timestamp;
@@ -68,10 +70,11 @@ use tracing::warn;
 
 use crate::board::Board;
 use crate::clock::Clock;
+use crate::directory::Directory;
 use crate::error::{invalid, Answer, Refusal};
 use crate::mailbox::Ticket;
 use crate::orders::{DeskMsg, OrderMsg, Step};
-use crate::stock_point::{reply, Reply};
+use crate::stock_point::{reply, Reply, StockCommand, StockPointMsg};
 
 /// Completed tasks remembered so that completing one again is a clear 409.
 pub const COMPLETED_TASKS_KEPT_MAX: usize = 100_000;
@@ -336,6 +339,12 @@ pub enum WarehouseMsg {
         fulfilment: FulfilmentId,
         line: usize,
     },
+    /// The stock point's answer to writing off `qty` unfound units of `sku`.
+    WrittenOff {
+        sku: SkuId,
+        qty: u64,
+        result: Answer<()>,
+    },
     /// on_hand of `sku` may have changed at the stock point.
     OnHandChanged {
         sku: SkuId,
@@ -426,6 +435,8 @@ pub struct WarehouseArgs {
     /// Decides the layout: stores get the small back room + shop floor one.
     pub kind: StockPointKind,
     pub desk: ActorRef<DeskMsg>,
+    /// Where unfound units are written off from on_hand.
+    pub stock_points: Arc<Directory<StockPointMsg>>,
     /// Fulfilments already released here, to rebuild tasks after a restart.
     pub released: Vec<(OrderId, Fulfilment)>,
     /// on_hand per SKU at start, slotted into bins.
@@ -461,6 +472,9 @@ struct Areas {
     /// on_hand decrements this actor has asked for (shipments, short picks) whose answer has
     /// not come back: the stock point may or may not have applied them yet.
     in_flight: u64,
+    /// Unfound units this actor has asked the stock point to write off, answer pending (also
+    /// counted in `in_flight`); one write-off at a time per SKU.
+    writing_off: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -520,6 +534,7 @@ struct Tour {
 pub struct WarehouseState {
     stock_point: StockPointId,
     desk: ActorRef<DeskMsg>,
+    stock_points: Arc<Directory<StockPointMsg>>,
     board: Arc<Board>,
     clock: Arc<dyn Clock>,
     config: WmsConfig,
@@ -563,6 +578,7 @@ impl Actor for WarehouseActor {
         let mut state = WarehouseState {
             stock_point: args.stock_point,
             desk: args.desk,
+            stock_points: args.stock_points,
             board: args.board,
             clock: args.clock,
             config: args.config,
@@ -619,7 +635,7 @@ impl Actor for WarehouseActor {
             }
             WarehouseMsg::Cancelled { order, ticket } => {
                 drop(ticket);
-                state.cancel(order);
+                state.cancel(&myself, order);
             }
             WarehouseMsg::Tasks { open_only, reply } => {
                 let mut tasks: Vec<Task> = state
@@ -671,6 +687,9 @@ impl Actor for WarehouseActor {
                 if ready {
                     state.report(&myself, fulfilment, line, None);
                 }
+            }
+            WarehouseMsg::WrittenOff { sku, qty, result } => {
+                state.written_off(&myself, sku, qty, result);
             }
             WarehouseMsg::OnHandChanged { sku, cause, ticket } => {
                 drop(ticket);
@@ -1017,6 +1036,89 @@ impl WarehouseState {
                 let take = left.min(self.slots[&location].qty);
                 self.take(Place::Bin(location), take);
                 left -= take;
+            }
+        }
+    }
+
+    /// Asks the stock point to take unfound units of `sku` off on_hand, so that it stops
+    /// selling units a picker found missing. Units that short lines still have to report are
+    /// left (their reports take them off), and so are units the stock point has committed
+    /// (held or allocated): the orders they are committed to come up short and report them.
+    /// Without this, every unit of a bin found short stays available at the stock point, each
+    /// order allocated against one is reported short with nothing picked, and the order is
+    /// re-sourced to stock points in the same state until its line is written off.
+    fn write_off_unfound(&mut self, myself: &ActorRef<WarehouseMsg>, sku: SkuId) {
+        let a = *self.area(sku);
+        if a.unfound == 0 || a.writing_off > 0 {
+            return;
+        }
+        let to_report: u64 = self
+            .works
+            .values()
+            .flat_map(|w| w.lines.iter())
+            .filter(|l| l.sku == sku && l.report != Report::Done)
+            .map(|l| l.short)
+            .sum();
+        let sp = self.stock_point;
+        let uncommitted = self.board.with_figures(sku, |figures| {
+            figures.iter().find(|f| f.stock_point == sp).map_or(0, |f| {
+                let committed = f.held + f.allocated + f.non_sellable;
+                f.on_hand.0.saturating_sub(committed.0)
+            })
+        });
+        let qty = a.unfound.saturating_sub(to_report).min(uncommitted);
+        let Ok(delta) = i64::try_from(qty) else {
+            return;
+        };
+        if qty == 0 {
+            return;
+        }
+        let a = self.area(sku);
+        a.writing_off = qty;
+        a.in_flight += qty;
+        let me = myself.clone();
+        let sent = self.stock_points.send(sp, |ticket| StockPointMsg::Command {
+            command: StockCommand::Adjust {
+                sku,
+                adjustment: Adjustment::Delta(-delta),
+                reason: AdjustReason::ShortPick,
+            },
+            answer: reply(move |result| {
+                let _ = me.send_message(WarehouseMsg::WrittenOff { sku, qty, result });
+            }),
+            ticket,
+        });
+        if let Err(error) = sent {
+            warn!(stock_point = ?sp, ?sku, %error, "unfound units not written off");
+            let a = self.area(sku);
+            a.writing_off = 0;
+            a.in_flight = a.in_flight.saturating_sub(qty);
+        }
+    }
+
+    fn written_off(
+        &mut self,
+        myself: &ActorRef<WarehouseMsg>,
+        sku: SkuId,
+        qty: u64,
+        result: Answer<()>,
+    ) {
+        let a = self.area(sku);
+        a.writing_off = 0;
+        a.in_flight = a.in_flight.saturating_sub(qty);
+        match result {
+            Ok(Ok(())) => {
+                // on_hand went down by `qty`: reconciling takes the units from unfound.
+                self.reconcile(sku, OnHandCause::Adjustment);
+                self.write_off_unfound(myself, sku);
+            }
+            // Committed in the meantime (or the log refused): the next short pick, report or
+            // cancellation of this SKU tries again.
+            Ok(Err(refusal)) => {
+                warn!(stock_point = ?self.stock_point, ?sku, ?refusal, "unfound units not written off")
+            }
+            Err(error) => {
+                warn!(stock_point = ?self.stock_point, ?sku, %error, "unfound units not written off")
             }
         }
     }
@@ -1789,6 +1891,7 @@ impl WarehouseState {
             self.retire_tour(task.tour);
             self.report_idle_lines(myself, f);
         }
+        self.write_off_unfound(myself, sku);
     }
 
     /// Forgets a tour once none of its picks is open.
@@ -1918,6 +2021,9 @@ impl WarehouseState {
                 a.in_flight = a.in_flight.saturating_sub(short);
                 // The short units left on_hand at the stock point: write them off here too.
                 self.reconcile(sku, OnHandCause::Adjustment);
+                if short > 0 {
+                    self.write_off_unfound(myself, sku);
+                }
                 self.after_lines(f);
                 match task {
                     Some(task) => answer(Ok(Ok(task))),
@@ -1929,6 +2035,9 @@ impl WarehouseState {
                 l.report = Report::Done;
                 let a = self.area(sku);
                 a.in_flight = a.in_flight.saturating_sub(short);
+                if short > 0 {
+                    self.write_off_unfound(myself, sku);
+                }
                 self.after_lines(f);
                 answer(Ok(Err(refusal)));
             }
@@ -2148,7 +2257,7 @@ impl WarehouseState {
 
     /// The order was cancelled: its open work goes, and units already picked go back to
     /// storage through the dock.
-    fn cancel(&mut self, order: OrderId) {
+    fn cancel(&mut self, myself: &ActorRef<WarehouseMsg>, order: OrderId) {
         let mut gone: Vec<FulfilmentId> = self
             .works
             .iter()
@@ -2180,6 +2289,10 @@ impl WarehouseState {
                 let a = self.area(line.sku);
                 a.outbound = a.outbound.saturating_sub(line.picked);
                 self.receive_to_dock(line.sku, line.picked, Some((order, f)));
+            }
+            // Short units this order will not report now, and its allocation is released.
+            for line in work.lines.iter().filter(|l| l.short > 0) {
+                self.write_off_unfound(myself, line.sku);
             }
             self.pool.retain(|p| *p != f);
             for tour in self.tours.values_mut() {

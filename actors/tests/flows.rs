@@ -383,3 +383,25 @@ async fn a_batch_of_reservations_sells_exactly_the_stock_and_each_gets_its_answe
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_a_release_or_a_refusal_already_sees_the_units_back() {
+    let system = start().await;
+    let c = &system.conductor;
+    let [wh1, wh2, _] = network(c).await;
+    let a = sku(c, "A").await;
+    stock(c, wh1, a, 2).await;
+    stock(c, wh2, a, 2).await;
+    for _ in 0..20 {
+        // Split over both warehouses, then released: both are whole again at once.
+        let r = c.reserve(request(&[("A", 3)])).await.unwrap().unwrap();
+        assert_eq!(r.stock_points().len(), 2);
+        c.release(r.id).await.unwrap().unwrap();
+        assert_eq!((available(c, wh1, a).await, available(c, wh2, a).await), (2, 2));
+        // A one-step order whose confirmation is refused gives its hold back before answering.
+        let o = c.place_order(request(&[("A", 4)])).await.unwrap().unwrap();
+        c.cancel_order(o.id).await.unwrap().unwrap();
+        assert_eq!((available(c, wh1, a).await, available(c, wh2, a).await), (2, 2));
+    }
+    c.shutdown().await;
+}

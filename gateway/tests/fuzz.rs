@@ -178,8 +178,31 @@ fn snapshot(s: &Server) -> Value {
         .clone()
 }
 
+/// Whether the only change between two snapshots is holds expiring (an earlier accepted
+/// reservation with a short TTL): held down, available up by as much, nothing else moved.
+fn only_expiries(before: &Value, after: &Value) -> bool {
+    let items = |v: &Value| v["items"].as_array().cloned().unwrap_or_default();
+    let (b, a) = (items(before), items(after));
+    b.len() == a.len()
+        && b.iter().zip(&a).all(|(b, a)| {
+            let n = |v: &Value, f: &str| v[f].as_u64().unwrap_or(0);
+            let same = ["on_hand", "allocated", "safety_stock"]
+                .iter()
+                .all(|f| n(b, f) == n(a, f))
+                && b["incoming"] == a["incoming"];
+            let released = n(b, "held").saturating_sub(n(a, "held"));
+            same && n(a, "held") <= n(b, "held")
+                && n(a, "available") == n(b, "available") + released
+        })
+}
+
+/// The fuzz tests share one server; one test's accepted request must not land inside another
+/// test's before/after comparison.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[track_caller]
 fn check(s: &Server, method: &str, path: &str, body: Vec<u8>) -> Result<(), TestCaseError> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = snapshot(s);
     let r = s.raw(method, path, Some(ADMIN), "application/json", body.clone());
     prop_assert!(
@@ -200,12 +223,14 @@ fn check(s: &Server, method: &str, path: &str, body: Vec<u8>) -> Result<(), Test
             r.text
         );
         prop_assert_eq!(r.body["status"].as_u64(), Some(u64::from(r.status)));
-        prop_assert_eq!(
-            snapshot(s),
-            before,
-            "a rejected request changed availability: {} {}",
+        let after = snapshot(s);
+        prop_assert!(
+            after == before || only_expiries(&before, &after),
+            "a rejected request changed availability: {} {}\nbefore {}\nafter {}",
             path,
-            r.text
+            r.text,
+            before,
+            after
         );
     }
     Ok(())
