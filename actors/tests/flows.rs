@@ -397,11 +397,17 @@ async fn a_read_after_a_release_or_a_refusal_already_sees_the_units_back() {
         let r = c.reserve(request(&[("A", 3)])).await.unwrap().unwrap();
         assert_eq!(r.stock_points().len(), 2);
         c.release(r.id).await.unwrap().unwrap();
-        assert_eq!((available(c, wh1, a).await, available(c, wh2, a).await), (2, 2));
+        assert_eq!(
+            (available(c, wh1, a).await, available(c, wh2, a).await),
+            (2, 2)
+        );
         // A one-step order whose confirmation is refused gives its hold back before answering.
         let o = c.place_order(request(&[("A", 4)])).await.unwrap().unwrap();
         c.cancel_order(o.id).await.unwrap().unwrap();
-        assert_eq!((available(c, wh1, a).await, available(c, wh2, a).await), (2, 2));
+        assert_eq!(
+            (available(c, wh1, a).await, available(c, wh2, a).await),
+            (2, 2)
+        );
     }
     c.shutdown().await;
 }
