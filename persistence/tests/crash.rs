@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use conductor_persistence::{Recover, Seq, SnapshotView, Wal, WalConfig, WalError};
-use serde::{Deserialize, Serialize};
 
 const KILLS: u64 = 20;
 const WRITER_THREADS: u64 = 4;
@@ -18,23 +17,9 @@ const WRITER_THREADS: u64 = 4;
 /// and recovery and most during appends.
 const KILL_AFTER_MS_MAX: u64 = 600;
 
-/// Must match `src/bin/wal-crash-writer.rs`.
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct CrashEvent {
-    id: u64,
-    check: u64,
-    body: String,
-}
-
-impl CrashEvent {
-    fn new(id: u64) -> CrashEvent {
-        CrashEvent {
-            id,
-            check: id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            body: format!("{id:016x}").repeat(3),
-        }
-    }
-}
+#[path = "support/crash_event.rs"]
+mod crash_event;
+use crash_event::CrashEvent;
 
 #[derive(Default)]
 struct Found {

@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use conductor_persistence::{Recover, Seq, SnapshotView, Wal, WalConfig, WalError};
-use serde::{Deserialize, Serialize};
 
 /// The helper stops on its own after this long, so a test that died cannot leave it running.
 const RUN_SECONDS_MAX: u64 = 20;
@@ -21,23 +20,9 @@ const RUN_SECONDS_MAX: u64 = 20;
 /// The most events in one append.
 const APPEND_EVENTS_MAX: u64 = 3;
 
-/// Must match `tests/crash.rs`.
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct CrashEvent {
-    id: u64,
-    check: u64,
-    body: String,
-}
-
-impl CrashEvent {
-    fn new(id: u64) -> CrashEvent {
-        CrashEvent {
-            id,
-            check: id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            body: format!("{id:016x}").repeat(3),
-        }
-    }
-}
+#[path = "../../tests/support/crash_event.rs"]
+mod crash_event;
+use crash_event::CrashEvent;
 
 /// Recovery here only has to run (and truncate a torn tail); the test checks the content.
 struct Count(u64);
