@@ -131,10 +131,6 @@ impl Board {
             .cloned()
     }
 
-    pub fn sku_count(&self) -> usize {
-        self.sku_ids.len()
-    }
-
     /// Records a SKU's id; only the orchestrator defines SKUs, in id order.
     pub(crate) fn define_sku(&self, sku: SkuId, code: Code) {
         let mut codes = self.sku_codes.write().unwrap_or_else(|e| e.into_inner());

@@ -18,9 +18,7 @@ use conductor_engine::ids::{
 use conductor_engine::inventory::{Incoming, ReleaseReason, StockLine, StockShortage};
 use conductor_engine::network::{Network, StockPoint};
 use conductor_engine::order::{Order, OrderEvent, ResourceRequest};
-use conductor_engine::reservation::{
-    Reservation, ReservationBook, ReservationEvent, ReservationStatus,
-};
+use conductor_engine::reservation::{Reservation, ReservationBook, ReservationEvent};
 use conductor_engine::sourcing::{
     plan, CompiledRuleSet, PlanLine, PlanOptions, PlanOutcome, PlanRequest, Rule, RuleSet,
 };
@@ -1359,9 +1357,4 @@ impl OrchestratorState {
             self.compiled = compiled;
         }
     }
-}
-
-/// Statuses a reservation can be read in, for callers that map them to the API.
-pub fn status_at(reservation: &Reservation, now: Timestamp) -> ReservationStatus {
-    reservation.status_at(now)
 }

@@ -6,9 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_engine::ids::{
-    IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId,
-};
+use conductor_engine::ids::{IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId};
 use conductor_engine::inventory::{
     AdjustReason, Adjustment, HoldOutcome, HoldRequest, Incoming, ReleaseReason, StockEvent,
     StockLine, StockPointInventory, StockRefusal, StockShortage,
@@ -165,7 +163,6 @@ impl Durable {
 }
 
 pub struct StockPointState {
-    id: StockPointId,
     inventory: StockPointInventory,
     board: Arc<Board>,
     log: Log,
@@ -187,7 +184,6 @@ impl Actor for StockPointActor {
         args: StockPointArgs,
     ) -> Result<StockPointState, ActorProcessingErr> {
         let mut state = StockPointState {
-            id: args.inventory.id,
             inventory: args.inventory,
             board: args.board,
             log: args.log,
@@ -196,10 +192,10 @@ impl Actor for StockPointActor {
             armed: None,
         };
         for (sku, position) in state.inventory.positions() {
-            state.board.publish(state.id, sku, position);
+            state.board.publish(state.inventory.id, sku, position);
         }
         state.arm(&myself);
-        debug!(stock_point = ?state.id, "stock point started");
+        debug!(stock_point = ?state.inventory.id, "stock point started");
         Ok(state)
     }
 
@@ -266,7 +262,7 @@ impl Actor for StockPointActor {
                 let now = state.clock.now();
                 let due = state.inventory.decide_expiries(now);
                 if !due.is_empty() {
-                    info!(stock_point = ?state.id, n_holds = due.len(), "holds expired");
+                    info!(stock_point = ?state.inventory.id, n_holds = due.len(), "holds expired");
                 }
                 for event in due {
                     state.commit(event, Vec::new(), |r| {
@@ -347,7 +343,7 @@ impl StockPointState {
         let touched = self.touched(&event);
         let mut events = Vec::with_capacity(1 + also.len());
         events.push(Event::Stock {
-            stock_point: self.id,
+            stock_point: self.inventory.id,
             at: self.clock.now(),
             event: event.clone(),
         });
@@ -375,7 +371,7 @@ impl StockPointState {
         self.inventory.apply(&event);
         for sku in touched {
             if let Some(position) = self.inventory.position(sku) {
-                self.board.publish(self.id, sku, position);
+                self.board.publish(self.inventory.id, sku, position);
             }
         }
     }
@@ -396,7 +392,7 @@ impl StockPointState {
                     touched.extend(self.touched(&event));
                     self.inventory.apply(&event);
                     events.push(Event::Stock {
-                        stock_point: self.id,
+                        stock_point: self.inventory.id,
                         at: now,
                         event: event.clone(),
                     });
@@ -450,7 +446,7 @@ impl StockPointState {
         }
         for sku in touched {
             if let Some(position) = self.inventory.position(sku) {
-                self.board.publish(self.id, sku, position);
+                self.board.publish(self.inventory.id, sku, position);
             }
         }
     }

@@ -79,13 +79,6 @@ pub struct State {
 }
 
 impl State {
-    pub fn stock_point_id(&self, code: &str) -> Option<StockPointId> {
-        self.network
-            .iter()
-            .find(|sp| sp.code.as_str() == code)
-            .map(|sp| sp.id)
-    }
-
     pub fn inventory(&self, id: StockPointId) -> Option<&StockPointInventory> {
         self.inventories.get(id.index())
     }
