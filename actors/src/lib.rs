@@ -12,6 +12,7 @@
 //! - [`directory`], [`mailbox`], [`call`], [`once`]: finding actors, bounded admission, waiting
 //!   with timeouts, one-shot callbacks.
 //! - [`clock`], [`error`]: time, and errors versus business refusals.
+//! - [`process`]: process-wide settings the binaries apply at start (huge pages off).
 
 pub mod board;
 pub mod call;
@@ -23,6 +24,7 @@ pub mod mailbox;
 pub mod once;
 pub mod orchestrator;
 pub mod orders;
+pub mod process;
 pub mod stock_point;
 pub mod warehouse;
 

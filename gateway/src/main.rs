@@ -68,6 +68,7 @@ fn init_logs() {
 }
 
 fn main() -> ExitCode {
+    conductor_actors::process::disable_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {

@@ -233,3 +233,40 @@ fn batches_respect_the_event_limit() {
     // 1 + 40 events in batches of at most 10 after the first.
     assert_eq!(stats_syncs, 5);
 }
+
+#[test]
+fn a_slow_callback_delays_later_answers_but_not_later_flushes() {
+    let journal = Journal::default();
+    let writer = start(FakeStorage::new(journal.clone()), WalConfig::default());
+    let appender = writer.appender();
+    let (unblock, blocked) = crossbeam_channel::bounded::<()>(0);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let first_order = order.clone();
+    appender
+        .append(events(0, 1), move |_| {
+            // Holds the acks thread until the test lets go.
+            let _ = blocked.recv();
+            first_order.lock().unwrap().push(0);
+        })
+        .unwrap();
+    let wait_for_durable = |seq: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while writer.stats().durable_seq < Seq::new(seq) {
+            assert!(Instant::now() < deadline, "seq {seq} was never flushed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // The first flush is done, so the second append gets a flush of its own.
+    wait_for_durable(1);
+    let second_order = order.clone();
+    appender
+        .append(events(1, 1), move |_| second_order.lock().unwrap().push(1))
+        .unwrap();
+    // The second append becomes durable while the first callback is still running...
+    wait_for_durable(2);
+    assert!(order.lock().unwrap().is_empty());
+    // ...and the answers still come in log order.
+    unblock.send(()).unwrap();
+    writer.close();
+    assert_eq!(*order.lock().unwrap(), vec![0, 1]);
+}
