@@ -35,6 +35,7 @@ use crate::call::{ask, CALL_TIMEOUT};
 use crate::clock::{Clock, SystemClock};
 use crate::directory::{Directory, Handle};
 use crate::error::{invalid, Answer, CommandError, Refusal};
+use crate::intake::{Intake, Ring};
 use crate::mailbox::Gate;
 use crate::orchestrator::{Downstream, OrchestratorArgs, OrchestratorMsg, StockPointSpec};
 use crate::orders::{DeskArgs, DeskMsg, OrderContext, OrderDesk, OrderMsg};
@@ -116,6 +117,7 @@ struct Shared {
     warehouses: Arc<Directory<WarehouseMsg>>,
     orchestrator: Mutex<Option<ActorRef<OrchestratorMsg>>>,
     orchestrator_gate: Gate,
+    intake: Arc<Intake>,
     desk: Mutex<Option<ActorRef<DeskMsg>>>,
     log: Log,
     clock: Arc<dyn Clock>,
@@ -227,6 +229,7 @@ impl Conductor {
             warehouses: Arc::new(Directory::default()),
             orchestrator: Mutex::new(None),
             orchestrator_gate: Gate::default(),
+            intake: Arc::default(),
             desk: Mutex::new(None),
             log: log.clone(),
             clock: config.clock.clone(),
@@ -264,6 +267,7 @@ impl Conductor {
                 log: log.clone(),
                 clock: config.clock.clone(),
                 downstream,
+                intake: shared.intake.clone(),
             },
             supervisor.get_cell(),
         )
@@ -475,10 +479,16 @@ impl Conductor {
         if let Err(e) = request.validate() {
             return Ok(Err(invalid(e.field, e.message)));
         }
-        self.to_orchestrator_gated(|answer, ticket| OrchestratorMsg::Reserve {
-            request,
-            answer,
-            ticket,
+        self.accepting()?;
+        let orchestrator = self.orchestrator()?;
+        let intake = &self.shared.intake;
+        ask(|answer| {
+            if intake.push((request, answer))? == Ring::Ring {
+                orchestrator
+                    .send_message(OrchestratorMsg::Collect)
+                    .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))?;
+            }
+            Ok(())
         })
         .await
     }
@@ -859,6 +869,7 @@ impl Conductor {
             .stock_points
             .deepest_mailbox()
             .max(self.shared.orchestrator_gate.depth())
+            .max(self.shared.intake.depth())
     }
 
     /// Test hook: makes a stock point actor panic, to exercise supervision.

@@ -11,6 +11,7 @@
 //! - [`board`]: the availability board, read lock-free by planners and storefronts.
 //! - [`directory`], [`mailbox`], [`call`], [`once`]: finding actors, bounded admission, waiting
 //!   with timeouts, one-shot callbacks.
+//! - [`intake`]: where concurrent checkouts queue, to reach the orchestrator as one batch.
 //! - [`clock`], [`error`]: time, and errors versus business refusals.
 //! - [`process`]: process-wide settings the binaries apply at start (huge pages off).
 
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod conductor;
 pub mod directory;
 pub mod error;
+pub mod intake;
 pub mod mailbox;
 pub mod once;
 pub mod orchestrator;

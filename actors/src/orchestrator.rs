@@ -7,7 +7,7 @@
 //! Nothing here waits inside a handler: answers from stock points and from the log come back
 //! as messages (or go straight to the caller from the log's thread).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conductor_engine::checkout::{self, CheckoutContext, LineShortage, Prepared, ReserveRequest};
@@ -31,6 +31,7 @@ use crate::board::Board;
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::error::{invalid, Answer, CommandError, Refusal};
+use crate::intake::{Intake, Ring};
 use crate::mailbox::Ticket;
 use crate::stock_point::{reply, BatchedHold, HoldAnswer, Reply, StockCommand, StockPointMsg};
 use crate::Log;
@@ -46,11 +47,8 @@ pub const RESERVATION_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 pub const PRUNES_PER_TICK_MAX: usize = 16_384;
 
 pub enum OrchestratorMsg {
-    Reserve {
-        request: ReserveRequest,
-        answer: Reply<Answer<Reservation>>,
-        ticket: Ticket,
-    },
+    /// Reservations are waiting in the intake: take them (the doorbell of [`crate::intake`]).
+    Collect,
     /// Many reservations in one message; each gets its own answer. Reservations served by a
     /// single stock point go to it as one batch (one append per stock point).
     ReserveBatch {
@@ -113,8 +111,6 @@ pub enum OrchestratorMsg {
         id: ReservationId,
         result: Result<(), CommandError>,
     },
-    /// A single-stock-point reservation is durable and its caller answered: record it.
-    Settled(Box<Reservation>),
     /// A single-stock-point hold lost its race: re-plan or answer.
     Lost {
         id: ReservationId,
@@ -172,6 +168,29 @@ pub struct OrchestratorArgs {
     pub log: Log,
     pub clock: Arc<dyn Clock>,
     pub downstream: Arc<dyn Downstream>,
+    pub intake: Arc<Intake>,
+}
+
+/// Single-stock-point reservations that are durable and answered but not yet in the book. The
+/// log's acknowledgement puts them here before it answers the caller, and the orchestrator
+/// moves them into the book before it handles any message, so a caller's next request always
+/// finds its reservation, without a message per reservation. Bounded by the holds in flight.
+#[derive(Default)]
+struct Settled {
+    reservations: Mutex<Vec<Reservation>>,
+}
+
+impl Settled {
+    fn push(&self, reservation: Reservation) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reservation);
+    }
+
+    fn take(&self) -> Vec<Reservation> {
+        std::mem::take(&mut *self.reservations.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// A reservation being placed: its holds are out at the stock points.
@@ -217,6 +236,8 @@ pub struct OrchestratorState {
     log: Log,
     clock: Arc<dyn Clock>,
     downstream: Arc<dyn Downstream>,
+    intake: Arc<Intake>,
+    settled: Arc<Settled>,
     pending: FxHashMap<ReservationId, Pending>,
     /// Units of single-stock-point reservations still being placed, per customer, so that
     /// concurrent requests cannot slip past a per-customer limit.
@@ -253,6 +274,8 @@ impl Actor for Orchestrator {
             log: args.log,
             clock: args.clock,
             downstream: args.downstream,
+            intake: args.intake,
+            settled: Arc::default(),
             pending: FxHashMap::default(),
             customer_pending: FxHashMap::default(),
             confirming: FxHashMap::default(),
@@ -268,16 +291,15 @@ impl Actor for Orchestrator {
         message: OrchestratorMsg,
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
+        state.record_settled();
         match message {
-            OrchestratorMsg::Reserve {
-                request,
-                answer,
-                ticket,
-            } => {
-                drop(ticket);
-                let id = ReservationId(state.next.reservation);
-                state.next.reservation += 1;
-                state.start_reserve(&myself, id, request, 1, answer);
+            OrchestratorMsg::Collect => {
+                let (requests, more) = state.intake.take();
+                if more == Ring::Ring {
+                    // Stopping means the system is going down; the callers time out.
+                    let _ = myself.send_message(OrchestratorMsg::Collect);
+                }
+                state.reserve_batch(&myself, requests);
             }
             OrchestratorMsg::ReserveBatch { requests, ticket } => {
                 drop(ticket);
@@ -301,10 +323,6 @@ impl Actor for Orchestrator {
                         Err(error) => (pending.answer)(Err(error)),
                     }
                 }
-            }
-            OrchestratorMsg::Settled(reservation) => {
-                state.customer_pending.remove(&reservation.id);
-                state.book.insert_created(*reservation);
             }
             OrchestratorMsg::Lost {
                 id,
@@ -427,6 +445,14 @@ fn answer_unit(
 }
 
 impl OrchestratorState {
+    /// Moves the settled single-stock-point reservations into the book.
+    fn record_settled(&mut self) {
+        for reservation in self.settled.take() {
+            self.customer_pending.remove(&reservation.id);
+            self.book.insert_created(reservation);
+        }
+    }
+
     fn now(&self) -> Timestamp {
         self.clock.now()
     }
@@ -646,7 +672,7 @@ impl OrchestratorState {
     /// The hot path: one stock point serves the whole reservation. The reservation record rides
     /// in the hold's log record, so one fsync acknowledges both, and the caller is answered
     /// straight from the log's acknowledgement; the orchestrator records it afterwards
-    /// (`Settled`), before any later request of that caller can reach it.
+    /// ([`Settled`]), before any later request of that caller can reach it.
     #[allow(clippy::too_many_arguments)]
     fn start_single(
         &mut self,
@@ -711,14 +737,14 @@ impl OrchestratorState {
             event: ReservationEvent::Created(reservation.clone()),
         };
         let me = myself.clone();
+        let settled = self.settled.clone();
         let request = Box::new(request);
         let on_answer = move |outcome: HoldAnswer| {
             let message = match outcome {
                 HoldAnswer::Placed => {
-                    let settled = OrchestratorMsg::Settled(reservation.clone());
-                    // Recorded before the caller hears back, so the caller's next request
-                    // finds it (one mailbox, first in first out).
-                    let _ = me.send_message(settled);
+                    // Queued for the book before the caller hears back, so the caller's next
+                    // request finds it.
+                    settled.push((*reservation).clone());
                     return answer(Ok(Ok(*reservation)));
                 }
                 HoldAnswer::Insufficient(shortages) => OrchestratorMsg::Lost {

@@ -345,6 +345,44 @@ async fn per_customer_limits_cap_a_flash_sale() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkouts_of_one_customer_stay_within_the_limit() {
+    let system = start().await;
+    let c = Arc::new(system.conductor.clone());
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 1_000).await;
+    c.set_customer_limit(a, Some(Qty(3)))
+        .await
+        .unwrap()
+        .unwrap();
+    // Concurrent calls reach the orchestrator together, through the intake, as one batch or a
+    // few: the limit must count the reservations of the same batch that are not durable yet.
+    let mut checkouts = Vec::new();
+    for _ in 0..200 {
+        let c = c.clone();
+        checkouts.push(tokio::spawn(async move {
+            let mut mine = request(&[("A", 1)]);
+            mine.customer_ref = Some("alice".into());
+            c.reserve(mine).await
+        }));
+    }
+    let mut held = Vec::new();
+    for checkout in checkouts {
+        match checkout.await.unwrap().unwrap() {
+            Ok(reservation) => held.push(reservation.id),
+            Err(Refusal::LimitExceeded(_)) => {}
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!(held.len(), 3);
+    // Each answered reservation is in the book at once: its caller can confirm it.
+    for id in held {
+        c.confirm(id, None).await.unwrap().unwrap();
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_reservations_sells_exactly_the_stock_and_each_gets_its_answer() {
     let system = start().await;
     let c = &system.conductor;

@@ -10,7 +10,8 @@
 //! - the hot SKU again with storefront reads of the board running on their own thread;
 //! - the hot SKU with 100 holds per message (`Conductor::reserve_batch`).
 //!
-//! Prints holds/s, latency percentiles (HdrHistogram), holds per fsync and fsync time.
+//! Prints holds/s, latency percentiles (HdrHistogram), events per fsync, fsync time, and process
+//! CPU time per hold (all threads; the reads scenario's includes its reader thread).
 //! With `RESTART=1`, also restarts on each run's data and prints recovery times.
 
 #[global_allocator]
@@ -37,6 +38,22 @@ struct Figures {
     flushes: u64,
     sync_nanos: u64,
     reads: u64,
+    /// Process CPU time (user + system, all threads) during the run.
+    cpu: Duration,
+}
+
+/// CPU time this process has used so far, all threads, user and system. Per hold it is the
+/// figure a noisy disk does not move: throughput is bounded by two cores over it, and by holds
+/// per fsync over the fsync time.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct we hand it and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 fn code(s: &str) -> Code {
@@ -160,6 +177,7 @@ async fn run_with(
         })
     });
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let mut tasks = Vec::new();
     for r in 0..requesters {
         let (c, stop, latency, holds, refused) = (
@@ -222,6 +240,7 @@ async fn run_with(
         let _ = task.await;
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     if let Some(reader) = reader {
         let _ = reader.join();
     }
@@ -240,6 +259,7 @@ async fn run_with(
         flushes: after.flushes - before.flushes,
         sync_nanos: after.sync_nanos_total - before.sync_nanos_total,
         reads: reads.load(Ordering::Relaxed),
+        cpu,
     };
     print(label, &figures);
     if std::env::var("RESTART").is_ok() {
@@ -270,7 +290,7 @@ fn print(label: &str, f: &Figures) {
     let secs = f.elapsed.as_secs_f64();
     let l = &f.latency;
     println!(
-        "| {label} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {:.2}M |",
+        "| {label} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {} | {:.2}M |",
         f.holds as f64 / secs,
         l.value_at_quantile(0.5),
         l.value_at_quantile(0.9),
@@ -279,6 +299,7 @@ fn print(label: &str, f: &Figures) {
         l.max(),
         f.events as f64 / f.flushes.max(1) as f64,
         f.sync_nanos as f64 / f.flushes.max(1) as f64 / 1_000.0,
+        f.cpu.as_secs_f64() * 1e6 / f.holds.max(1) as f64,
         f.refused,
         f.reads as f64 / secs / 1e6,
     );
@@ -296,8 +317,8 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         println!("{requesters} requesters, {seconds} s each, closed loop, durable acks");
-        println!("| scenario | holds/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | events/fsync | µs/sync | refused | board reads/s |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("| scenario | holds/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | events/fsync | µs/sync | CPU µs/hold | refused | board reads/s |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         let only = std::env::var("SCENARIO").ok();
         let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
         if wanted("hot") {

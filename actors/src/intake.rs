@@ -1,0 +1,130 @@
+//! The checkout intake: concurrent `reserve` calls queue here, and one message tells the
+//! orchestrator to collect everything queued, so that a burst of checkouts costs the
+//! orchestrator one message, each stock point one batch and the log one append per stock point,
+//! instead of one of each per reservation. At low load a batch is a single reservation, so
+//! nothing waits for a batch to fill.
+//!
+//! The doorbell: only the push that finds the queue empty sends the message; the pushes after
+//! it ride on that message until the orchestrator takes the queue, and the first push after
+//! that rings again. Pushing and taking share one lock, so no push is left without a message
+//! on its way.
+
+use std::sync::Mutex;
+
+use conductor_engine::checkout::ReserveRequest;
+use conductor_engine::reservation::Reservation;
+
+use crate::error::{Answer, CommandError};
+use crate::stock_point::Reply;
+
+/// Reservations that may wait in the intake; at the limit `reserve` answers "busy" at once.
+pub const INTAKE_DEPTH_MAX: usize = crate::mailbox::MAILBOX_DEPTH_MAX;
+
+/// The most reservations the orchestrator takes per message, so that one collection never
+/// builds a stock point batch above [`crate::stock_point::HOLD_BATCH_MAX`].
+pub const COLLECT_MAX: usize = crate::stock_point::HOLD_BATCH_MAX;
+
+pub type Queued = (ReserveRequest, Reply<Answer<Reservation>>);
+
+#[derive(Default)]
+pub struct Intake {
+    queue: Mutex<Vec<Queued>>,
+}
+
+/// Whether a push must send the orchestrator a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ring {
+    Ring,
+    AlreadyRung,
+}
+
+impl Intake {
+    /// Queues a reservation; says whether the caller must ring the orchestrator.
+    pub fn push(&self, item: Queued) -> Result<Ring, CommandError> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= INTAKE_DEPTH_MAX {
+            return Err(CommandError::Busy("checkout intake full"));
+        }
+        queue.push(item);
+        Ok(if queue.len() == 1 {
+            Ring::Ring
+        } else {
+            Ring::AlreadyRung
+        })
+    }
+
+    /// Takes up to [`COLLECT_MAX`] reservations, oldest first, and says whether more remain
+    /// (then the taker must ring itself again: later pushes see a non-empty queue and do not).
+    pub fn take(&self) -> (Vec<Queued>, Ring) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() <= COLLECT_MAX {
+            return (std::mem::take(&mut *queue), Ring::AlreadyRung);
+        }
+        let rest = queue.split_off(COLLECT_MAX);
+        (std::mem::replace(&mut *queue, rest), Ring::Ring)
+    }
+
+    pub fn depth(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conductor_engine::network::Channel;
+
+    fn queued(n: u64) -> Queued {
+        let request = ReserveRequest {
+            channel: Channel::Web,
+            lines: Vec::new(),
+            ship_to: None,
+            pickup_at: None,
+            ttl_seconds: n,
+            allow_split: true,
+            allow_partial: false,
+            allow_backorder: false,
+            customer_ref: None,
+            tags: Vec::new(),
+            idempotency: None,
+        };
+        (request, Box::new(|_| {}))
+    }
+
+    #[test]
+    fn only_the_push_into_an_empty_intake_rings() {
+        let intake = Intake::default();
+        assert_eq!(intake.push(queued(1)).ok(), Some(Ring::Ring));
+        assert_eq!(intake.push(queued(2)).ok(), Some(Ring::AlreadyRung));
+        let (taken, more) = intake.take();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(more, Ring::AlreadyRung);
+        assert_eq!(intake.push(queued(3)).ok(), Some(Ring::Ring));
+    }
+
+    #[test]
+    fn a_long_queue_is_taken_in_bounded_batches_oldest_first() {
+        let intake = Intake::default();
+        for n in 0..(COLLECT_MAX as u64 + 10) {
+            assert!(intake.push(queued(n)).is_ok());
+        }
+        let (first, more) = intake.take();
+        assert_eq!(first.len(), COLLECT_MAX);
+        assert_eq!(first[0].0.ttl_seconds, 0);
+        assert_eq!(more, Ring::Ring);
+        let (second, more) = intake.take();
+        assert_eq!(second.len(), 10);
+        assert_eq!(second[0].0.ttl_seconds, COLLECT_MAX as u64);
+        assert_eq!(more, Ring::AlreadyRung);
+    }
+
+    #[test]
+    fn a_full_intake_answers_busy() {
+        let intake = Intake::default();
+        for n in 0..INTAKE_DEPTH_MAX as u64 {
+            assert!(intake.push(queued(n)).is_ok());
+        }
+        assert!(matches!(intake.push(queued(0)), Err(CommandError::Busy(_))));
+        assert_eq!(intake.depth(), INTAKE_DEPTH_MAX);
+    }
+}
