@@ -72,23 +72,9 @@ impl Intake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conductor_engine::network::Channel;
 
     fn queued(n: u64) -> Queued {
-        let request = ReserveRequest {
-            channel: Channel::Web,
-            lines: Vec::new(),
-            ship_to: None,
-            pickup_at: None,
-            ttl_seconds: n,
-            allow_split: true,
-            allow_partial: false,
-            allow_backorder: false,
-            customer_ref: None,
-            tags: Vec::new(),
-            idempotency: None,
-        };
-        (request, Box::new(|_| {}))
+        (ReserveRequest::web(Vec::new(), n), Box::new(|_| {}))
     }
 
     #[test]

@@ -49,6 +49,25 @@ pub struct InvalidRequest {
 }
 
 impl ReserveRequest {
+    /// A web checkout of `lines` held for `ttl_seconds`, with the API's defaults for the rest:
+    /// may split across stock points, no partial fill, no backorder, no customer, no tags, no
+    /// idempotency key.
+    pub fn web(lines: Vec<(Code, Qty)>, ttl_seconds: u64) -> ReserveRequest {
+        ReserveRequest {
+            channel: Channel::Web,
+            lines,
+            ship_to: None,
+            pickup_at: None,
+            ttl_seconds,
+            allow_split: true,
+            allow_partial: false,
+            allow_backorder: false,
+            customer_ref: None,
+            tags: Vec::new(),
+            idempotency: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), InvalidRequest> {
         let bad = |field: String, message: String| Err(InvalidRequest { field, message });
         if self.lines.is_empty() || self.lines.len() > REQUEST_LINES_MAX {

@@ -208,19 +208,7 @@ impl Session {
 }
 
 fn flash_request(code: Code, qty: u64, ttl_s: u64) -> ReserveRequest {
-    ReserveRequest {
-        channel: Channel::Web,
-        lines: vec![(code, Qty(qty))],
-        ship_to: None,
-        pickup_at: None,
-        ttl_seconds: ttl_s,
-        allow_split: true,
-        allow_partial: false,
-        allow_backorder: false,
-        customer_ref: None,
-        tags: Vec::new(),
-        idempotency: None,
-    }
+    ReserveRequest::web(vec![(code, Qty(qty))], ttl_s)
 }
 
 pub fn refusal_kind(refusal: &Refusal) -> &'static str {

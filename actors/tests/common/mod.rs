@@ -105,19 +105,7 @@ pub async fn stock(c: &Conductor, sp: StockPointId, sku: SkuId, qty: u64) {
 }
 
 pub fn request(lines: &[(&str, u64)]) -> ReserveRequest {
-    ReserveRequest {
-        channel: Channel::Web,
-        lines: lines.iter().map(|(s, q)| (code(s), Qty(*q))).collect(),
-        ship_to: None,
-        pickup_at: None,
-        ttl_seconds: 600,
-        allow_split: true,
-        allow_partial: false,
-        allow_backorder: false,
-        customer_ref: None,
-        tags: vec![],
-        idempotency: None,
-    }
+    ReserveRequest::web(lines.iter().map(|(s, q)| (code(s), Qty(*q))).collect(), 600)
 }
 
 pub async fn available(c: &Conductor, sp: StockPointId, sku: SkuId) -> u64 {

@@ -194,19 +194,10 @@ async fn run_with(
             while !stop.load(Ordering::Relaxed) {
                 let mut requests = Vec::with_capacity(batch);
                 for _ in 0..batch {
-                    requests.push(ReserveRequest {
-                        channel: Channel::Web,
-                        lines: vec![(sku_codes[i % sku_codes.len()].clone(), Qty(1))],
-                        ship_to: None,
-                        pickup_at: None,
-                        ttl_seconds: 3_600,
-                        allow_split: true,
-                        allow_partial: false,
-                        allow_backorder: false,
-                        customer_ref: None,
-                        tags: Vec::new(),
-                        idempotency: None,
-                    });
+                    requests.push(ReserveRequest::web(
+                        vec![(sku_codes[i % sku_codes.len()].clone(), Qty(1))],
+                        3_600,
+                    ));
                     i += 7;
                 }
                 let t = Instant::now();
