@@ -34,7 +34,7 @@ use crate::board::Board;
 use crate::call::{ask, CALL_TIMEOUT};
 use crate::clock::{Clock, SystemClock};
 use crate::directory::{Directory, Handle};
-use crate::error::{invalid, Answer, CommandError, Refusal};
+use crate::error::{Answer, CommandError, Refusal};
 use crate::intake::{Intake, Ring};
 use crate::mailbox::Gate;
 use crate::orchestrator::{Downstream, OrchestratorArgs, OrchestratorMsg, StockPointSpec};
@@ -476,9 +476,8 @@ impl Conductor {
     // --- checkout ---------------------------------------------------------------------------
 
     pub async fn reserve(&self, request: ReserveRequest) -> Answer<Reservation> {
-        if let Err(e) = request.validate() {
-            return Ok(Err(invalid(e.field, e.message)));
-        }
+        // Validated where it is planned (the orchestrator checks every request of a batch), not
+        // twice on the hot path.
         self.accepting()?;
         let orchestrator = self.orchestrator()?;
         let intake = &self.shared.intake;
