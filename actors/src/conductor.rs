@@ -492,16 +492,15 @@ impl Conductor {
         .await
     }
 
-    /// Many reservations in one message (the batch interface): each gets its own answer, in
-    /// request order. Reservations served by one stock point are logged as one append per stock
-    /// point.
+    /// Many reservations at once (the batch interface): each gets its own answer, in request
+    /// order. They enter the intake together, so they reach the orchestrator in one collection
+    /// (with whatever else is queued) and each stock point logs its share as one append.
     pub async fn reserve_batch(
         &self,
         requests: Vec<ReserveRequest>,
     ) -> Result<Vec<Answer<Reservation>>, CommandError> {
         self.accepting()?;
         let orchestrator = self.orchestrator()?;
-        let ticket = self.shared.orchestrator_gate.ticket()?;
         let mut waiting = Vec::with_capacity(requests.len());
         let mut items = Vec::with_capacity(requests.len());
         for request in requests {
@@ -512,12 +511,11 @@ impl Conductor {
             });
             items.push((request, answer));
         }
-        orchestrator
-            .send_message(OrchestratorMsg::ReserveBatch {
-                requests: items,
-                ticket,
-            })
-            .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))?;
+        if self.shared.intake.push_all(items)? == Ring::Ring {
+            orchestrator
+                .send_message(OrchestratorMsg::Collect)
+                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))?;
+        }
         let mut answers = Vec::with_capacity(waiting.len());
         for rx in waiting {
             answers.push(match tokio::time::timeout(CALL_TIMEOUT, rx).await {

@@ -41,12 +41,26 @@ pub enum Ring {
 impl Intake {
     /// Queues a reservation; says whether the caller must ring the orchestrator.
     pub fn push(&self, item: Queued) -> Result<Ring, CommandError> {
+        self.admit(1, |queue| queue.push(item))
+    }
+
+    /// Queues reservations together, all or none; says whether the caller must ring.
+    pub fn push_all(&self, items: Vec<Queued>) -> Result<Ring, CommandError> {
+        self.admit(items.len(), |queue| queue.extend(items))
+    }
+
+    fn admit(
+        &self,
+        count: usize,
+        add: impl FnOnce(&mut Vec<Queued>),
+    ) -> Result<Ring, CommandError> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.len() >= INTAKE_DEPTH_MAX {
+        if queue.len() + count > INTAKE_DEPTH_MAX {
             return Err(CommandError::Busy("checkout intake full"));
         }
-        queue.push(item);
-        Ok(if queue.len() == 1 {
+        let was_empty = queue.is_empty();
+        add(&mut queue);
+        Ok(if was_empty && !queue.is_empty() {
             Ring::Ring
         } else {
             Ring::AlreadyRung
@@ -102,6 +116,25 @@ mod tests {
         assert_eq!(second.len(), 10);
         assert_eq!(second[0].0.ttl_seconds, COLLECT_MAX as u64);
         assert_eq!(more, Ring::AlreadyRung);
+    }
+
+    #[test]
+    fn a_batch_enters_whole_or_not_at_all() {
+        let intake = Intake::default();
+        assert!(intake.push(queued(0)).is_ok());
+        let too_many = (1..INTAKE_DEPTH_MAX as u64 + 1).map(queued).collect();
+        assert!(matches!(
+            intake.push_all(too_many),
+            Err(CommandError::Busy(_))
+        ));
+        assert_eq!(intake.depth(), 1);
+        let (taken, _) = intake.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            intake.push_all((0..3).map(queued).collect()).ok(),
+            Some(Ring::Ring)
+        );
+        assert_eq!(intake.depth(), 3);
     }
 
     #[test]

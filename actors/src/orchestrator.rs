@@ -49,12 +49,6 @@ pub const PRUNES_PER_TICK_MAX: usize = 16_384;
 pub enum OrchestratorMsg {
     /// Reservations are waiting in the intake: take them (the doorbell of [`crate::intake`]).
     Collect,
-    /// Many reservations in one message; each gets its own answer. Reservations served by a
-    /// single stock point go to it as one batch (one append per stock point).
-    ReserveBatch {
-        requests: Vec<(ReserveRequest, Reply<Answer<Reservation>>)>,
-        ticket: Ticket,
-    },
     Release {
         id: ReservationId,
         answer: Reply<Answer<()>>,
@@ -299,10 +293,6 @@ impl Actor for Orchestrator {
                     // Stopping means the system is going down; the callers time out.
                     let _ = myself.send_message(OrchestratorMsg::Collect);
                 }
-                state.reserve_batch(&myself, requests);
-            }
-            OrchestratorMsg::ReserveBatch { requests, ticket } => {
-                drop(ticket);
                 state.reserve_batch(&myself, requests);
             }
             OrchestratorMsg::HoldAnswered {

@@ -8,7 +8,7 @@
 //! - one hot SKU at one warehouse;
 //! - 100 SKUs over 10 stock points;
 //! - the hot SKU again with storefront reads of the board running on their own thread;
-//! - the hot SKU with 100 holds per message (`Conductor::reserve_batch`).
+//! - the hot SKU with 100 holds per call (`Conductor::reserve_batch`).
 //!
 //! Prints holds/s, latency percentiles (HdrHistogram), events per fsync, fsync time, and process
 //! CPU time per hold (all threads; the reads scenario's includes its reader thread).
@@ -112,7 +112,7 @@ async fn setup(
     placed
 }
 
-/// Holds per message in the batch scenario.
+/// Holds per call in the batch scenario.
 const BATCH_HOLDS: usize = 100;
 
 async fn run(
@@ -322,7 +322,7 @@ fn main() {
             run("1 hot SKU + board reads", seconds, requesters, 1, 1, true).await;
         }
         if wanted("batch") {
-            let label = format!("1 hot SKU, {BATCH_HOLDS} holds per message");
+            let label = format!("1 hot SKU, {BATCH_HOLDS} holds per call");
             run_with(&label, seconds, (requesters / 16).max(1), 1, 1, false, BATCH_HOLDS).await;
         }
     });
