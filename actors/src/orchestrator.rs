@@ -304,11 +304,9 @@ impl Actor for Orchestrator {
                 if let Some(pending) = state.pending.remove(&id) {
                     match result {
                         Ok(()) => {
-                            let reservation = pending.reservation.clone();
-                            state
-                                .book
-                                .apply(&ReservationEvent::Created(pending.reservation));
-                            (pending.answer)(Ok(Ok(*reservation)));
+                            let reservation = *pending.reservation;
+                            state.book.insert_created(reservation.clone());
+                            (pending.answer)(Ok(Ok(reservation)));
                         }
                         Err(error) => (pending.answer)(Err(error)),
                     }
@@ -722,6 +720,9 @@ impl OrchestratorState {
                 .collect();
             self.customer_pending.insert(id, (customer.clone(), units));
         }
+        // Shared with the log event, which the stock point encodes and drops before the answer
+        // comes back, so the answer takes the record back without copying it.
+        let reservation = Arc::<Reservation>::from(reservation);
         let created = Event::Reservation {
             at: now,
             event: ReservationEvent::Created(reservation.clone()),
@@ -734,8 +735,9 @@ impl OrchestratorState {
                 HoldAnswer::Placed => {
                     // Queued for the book before the caller hears back, so the caller's next
                     // request finds it.
-                    settled.push((*reservation).clone());
-                    return answer(Ok(Ok(*reservation)));
+                    let reservation = Arc::unwrap_or_clone(reservation);
+                    settled.push(reservation.clone());
+                    return answer(Ok(Ok(reservation)));
                 }
                 HoldAnswer::Insufficient(shortages) => OrchestratorMsg::Lost {
                     id,
@@ -854,7 +856,7 @@ impl OrchestratorState {
         if all_placed {
             let event = Event::Reservation {
                 at: self.now(),
-                event: ReservationEvent::Created(pending.reservation.clone()),
+                event: ReservationEvent::Created(pending.reservation.clone().into()),
             };
             let me = myself.clone();
             self.pending.insert(id, pending);

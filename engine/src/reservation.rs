@@ -2,6 +2,7 @@
 //! share one expiry. The book also enforces per-customer limits of a flash sale.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -91,10 +92,19 @@ impl Reservation {
 
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum ReservationEvent {
-    Created(Box<Reservation>),
-    Confirmed { id: ReservationId, order: OrderId },
-    Released { id: ReservationId },
-    Expired { id: ReservationId },
+    /// Shared, so that the live system can log the record and keep it without copying it
+    /// (serde stores an `Arc` as its contents: the bytes are those of the record itself).
+    Created(Arc<Reservation>),
+    Confirmed {
+        id: ReservationId,
+        order: OrderId,
+    },
+    Released {
+        id: ReservationId,
+    },
+    Expired {
+        id: ReservationId,
+    },
 }
 
 /// Why a reservation cannot change as asked; a business "no".
@@ -347,7 +357,7 @@ mod tests {
     use super::*;
 
     fn reservation(id: u64, customer: Option<&str>, qty: u64, expires_at: u64) -> ReservationEvent {
-        ReservationEvent::Created(Box::new(Reservation {
+        ReservationEvent::Created(Arc::new(Reservation {
             id: ReservationId(id),
             channel: Channel::Web,
             customer_ref: customer.map(str::to_owned),
