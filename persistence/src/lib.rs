@@ -55,6 +55,6 @@ pub use inspect::{inspect, verify, VerifyReport};
 pub use record::{Seq, RECORD_BYTES_MAX};
 pub use recovery::{Recover, RecoveryReport};
 pub use snapshot::{SnapshotView, SNAPSHOT_BYTES_MAX};
-pub use storage::{SledStorage, Storage};
+pub use storage::{SledStorage, SledSyncer, Storage, Syncer};
 pub use wal::{CompactReport, Wal};
 pub use writer::{Appender, GroupCommit, WalStats};

@@ -40,15 +40,26 @@ const _: () = assert!(SLED_LEAF_ENTRIES_MAX * (RECORD_BYTES_MAX + 64) < SLED_SEG
 const _: () = assert!(SLED_SEGMENT_BYTES <= 1 << 24);
 const _: () = assert!(SLED_SEGMENT_BYTES.is_power_of_two());
 
-/// The writer thread's view of durable storage. Tests implement it with a fake that records
-/// the order of writes, flushes and acknowledgements, and that can fail a flush.
+/// Durable storage as the group commit sees it: the writer thread writes through it, the syncer
+/// thread syncs through its [`Storage::syncer`] while the writer goes on writing. Tests
+/// implement it with a fake that records the order of writes, syncs and acknowledgements, and
+/// that can fail a sync.
 pub trait Storage: Send + 'static {
+    type Syncer: Syncer;
+
     /// Writes `records` (log order, consecutive seqs). They need not be durable yet, but they
     /// must be atomic across a crash: after a restart either all of them or none are present.
+    /// After a crash, the records present must be a prefix of those written.
     fn write_records(&mut self, records: &[(Seq, Vec<u8>)]) -> io::Result<()>;
 
-    /// Makes every record written so far durable. An error is fatal: the caller poisons the log
-    /// and never calls `sync` again.
+    /// The handle the syncer thread makes writes durable with.
+    fn syncer(&self) -> Self::Syncer;
+}
+
+/// Makes records durable, on the syncer thread, concurrently with later writes.
+pub trait Syncer: Send + 'static {
+    /// Makes every record whose `write_records` returned before this call began durable. An
+    /// error is fatal: the caller poisons the log and never calls `sync` again.
     fn sync(&mut self) -> io::Result<()>;
 }
 
@@ -109,8 +120,8 @@ pub(crate) fn poisoned_error() -> io::Error {
     io::Error::other("an earlier flush failed; the log is poisoned")
 }
 
-/// The production [`Storage`]: one atomic sled batch per group of records, then
-/// [`Durability::sync`].
+/// The production [`Storage`]: one sled insert per write of a single record, one atomic sled
+/// batch per write of several, and [`Durability::sync`] to make them durable.
 pub struct SledStorage {
     log: sled::Tree,
     durability: std::sync::Arc<Durability>,
@@ -123,7 +134,19 @@ impl SledStorage {
 }
 
 impl Storage for SledStorage {
+    type Syncer = SledSyncer;
+
     fn write_records(&mut self, records: &[(Seq, Vec<u8>)]) -> io::Result<()> {
+        // A single record is a plain insert: sled's batches take its global write lock, which
+        // waits for the flush in progress and so would undo the overlap of writing and syncing.
+        if let [(seq, bytes)] = records {
+            debug_assert!(bytes.len() <= RECORD_BYTES_MAX);
+            return self
+                .log
+                .insert(seq.to_key(), bytes.as_slice())
+                .map(drop)
+                .map_err(io::Error::from);
+        }
         let mut batch = sled::Batch::default();
         for (seq, bytes) in records {
             debug_assert!(bytes.len() <= RECORD_BYTES_MAX);
@@ -134,8 +157,17 @@ impl Storage for SledStorage {
         self.log.apply_batch(batch).map_err(io::Error::from)
     }
 
+    fn syncer(&self) -> SledSyncer {
+        SledSyncer(self.durability.clone())
+    }
+}
+
+/// Syncs the log's sled database: sled's flush covers every insert that finished before it.
+pub struct SledSyncer(std::sync::Arc<Durability>);
+
+impl Syncer for SledSyncer {
     fn sync(&mut self) -> io::Result<()> {
-        self.durability.sync()
+        self.0.sync()
     }
 }
 

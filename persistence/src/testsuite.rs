@@ -1,16 +1,17 @@
 //! Test helpers, behind the `testsuite` feature: [`FakeStorage`], a [`Storage`] that journals
 //! every write and sync next to the acknowledgements the test records, can fail a chosen sync,
-//! and can hold syncs until the test releases them; and [`check_acks_follow_syncs`], the
+//! and can hold writes or syncs until the test releases them; and [`check_acks_follow_syncs`], the
 //! ordering property every group-commit test asserts.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::Receiver;
 
-use crate::record::Seq;
-use crate::storage::Storage;
+use crate::record::{check_record_kind, event_count, RecordKind, Seq};
+use crate::storage::{Storage, Syncer};
 
 /// One thing that happened, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +55,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An in-memory [`Storage`].
+/// An in-memory [`Storage`]; its [`Syncer`] shares its state.
 pub struct FakeStorage {
+    state: Arc<Mutex<FakeState>>,
+    /// When set, every write first waits for one message from here (or its disconnection).
+    write_gate: Option<Receiver<()>>,
+    /// Writes waiting at the gate right now.
+    writes_held: Arc<AtomicUsize>,
+    /// Events in the records written so far.
+    events_written: Arc<AtomicU64>,
+}
+
+struct FakeState {
     journal: Journal,
     /// Written but not yet synced.
     pending: BTreeMap<Seq, Vec<u8>>,
@@ -71,61 +82,113 @@ pub struct FakeStorage {
 impl FakeStorage {
     pub fn new(journal: Journal) -> FakeStorage {
         FakeStorage {
-            journal,
-            pending: BTreeMap::new(),
-            durable: Arc::default(),
-            syncs: 0,
-            fail_sync_number: None,
-            sync_gate: None,
+            state: Arc::new(Mutex::new(FakeState {
+                journal,
+                pending: BTreeMap::new(),
+                durable: Arc::default(),
+                syncs: 0,
+                fail_sync_number: None,
+                sync_gate: None,
+            })),
+            write_gate: None,
+            writes_held: Arc::default(),
+            events_written: Arc::default(),
         }
     }
 
     /// Makes the `number`th sync (1-based) fail.
-    pub fn fail_sync_number(mut self, number: u64) -> FakeStorage {
-        self.fail_sync_number = Some(number);
+    pub fn fail_sync_number(self, number: u64) -> FakeStorage {
+        lock(&self.state).fail_sync_number = Some(number);
         self
     }
 
     /// Holds every sync until the test sends on (or drops) the gate's sender.
-    pub fn sync_gate(mut self, gate: Receiver<()>) -> FakeStorage {
-        self.sync_gate = Some(gate);
+    pub fn sync_gate(self, gate: Receiver<()>) -> FakeStorage {
+        lock(&self.state).sync_gate = Some(gate);
         self
+    }
+
+    /// Holds every write until the test sends on (or drops) the gate's sender.
+    pub fn write_gate(mut self, gate: Receiver<()>) -> FakeStorage {
+        self.write_gate = Some(gate);
+        self
+    }
+
+    /// How many writes wait at the write gate right now, readable while the writer runs.
+    pub fn writes_held(&self) -> Arc<AtomicUsize> {
+        self.writes_held.clone()
+    }
+
+    /// How many events the records written so far hold, readable while the writer runs.
+    pub fn events_written(&self) -> Arc<AtomicU64> {
+        self.events_written.clone()
     }
 
     /// A handle on the records that survived a sync, readable while the writer runs.
     pub fn durable(&self) -> Arc<Mutex<BTreeMap<Seq, Vec<u8>>>> {
-        self.durable.clone()
+        lock(&self.state).durable.clone()
     }
 }
 
 impl Storage for FakeStorage {
+    type Syncer = FakeSyncer;
+
     fn write_records(&mut self, records: &[(Seq, Vec<u8>)]) -> io::Result<()> {
+        if let Some(gate) = &self.write_gate {
+            self.writes_held.fetch_add(1, Ordering::SeqCst);
+            let _ = gate.recv();
+            self.writes_held.fetch_sub(1, Ordering::SeqCst);
+        }
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(());
         };
-        self.journal.push(Step::Write {
+        let mut state = lock(&self.state);
+        state.journal.push(Step::Write {
             first: first.0,
             last: last.0,
         });
         for (seq, bytes) in records {
-            self.pending.insert(*seq, bytes.clone());
+            let events = check_record_kind(bytes, RecordKind::Events)
+                .and_then(event_count)
+                .map_err(|e| io::Error::other(format!("the writer wrote a bad record: {e}")))?;
+            self.events_written.fetch_add(events, Ordering::SeqCst);
+            state.pending.insert(*seq, bytes.clone());
         }
         Ok(())
     }
 
+    fn syncer(&self) -> FakeSyncer {
+        FakeSyncer {
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The [`Syncer`] of a [`FakeStorage`].
+pub struct FakeSyncer {
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl Syncer for FakeSyncer {
     fn sync(&mut self) -> io::Result<()> {
-        if let Some(gate) = &self.sync_gate {
+        // Waits outside the lock, so that writes go on while a sync is held.
+        let gate = lock(&self.state).sync_gate.clone();
+        if let Some(gate) = gate {
             let _ = gate.recv();
         }
-        self.syncs += 1;
-        if self.fail_sync_number == Some(self.syncs) {
-            self.journal.push(Step::SyncFailed);
+        // One lock for taking the pending writes and journaling the sync: no write lands in
+        // the journal between them, so the journal's SyncOk covers exactly the writes before it.
+        let mut state = lock(&self.state);
+        state.syncs += 1;
+        if state.fail_sync_number == Some(state.syncs) {
+            state.journal.push(Step::SyncFailed);
             // Like a kernel that dropped the dirty pages: the pending writes are lost.
-            self.pending.clear();
+            state.pending.clear();
             return Err(io::Error::other("injected sync failure"));
         }
-        lock(&self.durable).append(&mut self.pending);
-        self.journal.push(Step::SyncOk);
+        let mut pending = std::mem::take(&mut state.pending);
+        lock(&state.durable).append(&mut pending);
+        state.journal.push(Step::SyncOk);
         Ok(())
     }
 }

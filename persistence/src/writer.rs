@@ -1,18 +1,23 @@
-//! Group commit: the "wal-writer" thread, the "wal-acks" thread that answers for it, the
-//! [`Appender`] handles producers use to feed them, and the [`WalStats`] counters they keep.
+//! Group commit, pipelined: the "wal-writer" thread writes, the "wal-syncer" thread syncs, the
+//! "wal-acks" thread answers; the [`Appender`] handles producers use to feed them, and the
+//! [`WalStats`] counters they keep.
 //!
 //! The writer blocks for the first queued append, drains whatever else is queued (up to
 //! `batch_events_max` events, waiting at most `batch_wait` for more), packs the batch into
-//! records, writes them through [`Storage`] as one atomic group, syncs once, and only then hands
-//! the batch's acknowledgements to the acks thread, which runs the appends' callbacks in log
-//! order while the writer already collects and syncs the next batch. (Run on the writer, the
-//! callbacks took a quarter of its cycle, time in which no batch was being synced.) A failed
-//! write or sync poisons the log: the appends waiting on it get [`WalError::Failed`],
-//! everything after gets [`WalError::Poisoned`], and the sync is never retried.
+//! records, writes them through [`Storage`] (not yet durable) and hands the batch to the syncer.
+//! The syncer takes every batch written so far, syncs once, and hands their acknowledgements
+//! to the acks thread, which runs the appends' callbacks in log order. So while one sync is in
+//! progress the writer is already writing the next batches, and the next sync starts as soon as
+//! the previous one ends: a sync covers everything that arrived during the one before it, and
+//! an append waits for at most the rest of one sync and then its own. (Written and synced on
+//! one thread, each cycle was write then sync, and appends that arrived during the sync waited
+//! for the write as well.) A failed write or sync poisons the log: the appends waiting on it get
+//! [`WalError::Failed`], everything after gets [`WalError::Poisoned`], and the sync is never
+//! retried.
 //!
 //! Every queued append carries an [`Ack`], a guard that runs the callback with
 //! [`WalError::Closed`] if it is dropped unanswered, so an accepted append is always answered
-//! exactly once, even if the thread dies or the log closes with appends still queued.
+//! exactly once, even if a thread dies or the log closes with appends still queued.
 
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -28,7 +33,7 @@ use tracing::{debug, error};
 use crate::config::{WalConfig, APPEND_EVENTS_MAX};
 use crate::error::WalError;
 use crate::record::{EncodedEvents, RecordPacker, Seq};
-use crate::storage::Storage;
+use crate::storage::{Storage, Syncer};
 
 /// The callback an append carries: runs once, on the acks thread.
 type Callback = Box<dyn FnOnce(Result<Seq, WalError>) + Send + 'static>;
@@ -83,8 +88,9 @@ pub struct WalStats {
     pub records_written: u64,
     pub events_written: u64,
     pub appends_acknowledged: u64,
-    /// Successful syncs (sled flush plus fdatasync), one per batch.
+    /// Successful syncs (sled flush plus fdatasync); one covers every batch written before it.
     pub flushes: u64,
+    /// Events and records the latest sync made durable.
     pub last_batch_events: u64,
     pub last_batch_records: u64,
     /// Time spent in sync, summed over all flushes.
@@ -278,22 +284,64 @@ impl<E: Serialize> Appender<E> {
 }
 
 /// Batches of acknowledgements that may wait for the acks thread. When it falls this far
-/// behind, the writer waits for it, so slow callbacks slow the log down instead of piling up.
+/// behind, the syncer waits for it, so slow callbacks slow the log down instead of piling up.
 pub const ACK_BATCHES_QUEUED_MAX: usize = 64;
+
+/// Written batches that may wait for the syncer. When syncs fall this far behind, the writer
+/// waits, its queue fills, and producers are told the log is busy.
+pub const WRITTEN_BATCHES_QUEUED_MAX: usize = 64;
 
 /// One batch's answers, in log order.
 type AckBatch = Vec<(Ack, Result<Seq, WalError>)>;
+
+/// A batch the writer is done with, on its way to the syncer.
+struct Written {
+    /// Each append's answer-to-be: the seq of the last record holding it.
+    acks: Vec<(Ack, Seq)>,
+    /// What became of the write: counts to add once synced, or the error every append gets.
+    outcome: Result<WriteCounts, Fault>,
+}
+
+/// Why a batch was not made durable; every append of the batch is answered with it.
+#[derive(Clone)]
+enum Fault {
+    Failed(std::io::ErrorKind, String),
+    Poisoned,
+}
+
+impl Fault {
+    fn failed(error: &std::io::Error) -> Fault {
+        Fault::Failed(error.kind(), error.to_string())
+    }
+
+    fn error(&self) -> WalError {
+        match self {
+            Fault::Failed(kind, message) => WalError::Failed {
+                kind: *kind,
+                message: message.clone(),
+            },
+            Fault::Poisoned => WalError::Poisoned,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct WriteCounts {
+    last_seq: Seq,
+    records: u64,
+    events: u64,
+}
 
 /// The group-commit writer: its threads and a handle to feed them. [`crate::Wal`] runs one over
 /// sled; tests run one over a fake [`Storage`].
 pub struct GroupCommit<E> {
     appender: Appender<E>,
-    thread: Option<JoinHandle<()>>,
-    acks_thread: Option<JoinHandle<()>>,
+    /// Writer, syncer, acks: joined in this order, each ends after the one before it.
+    threads: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl<E: Serialize> GroupCommit<E> {
-    /// Starts the "wal-writer" thread over `storage`; the first record written gets `next_seq`.
+    /// Starts the threads over `storage`; the first record written gets `next_seq`.
     pub fn start<S: Storage>(
         storage: S,
         next_seq: Seq,
@@ -302,13 +350,13 @@ impl<E: Serialize> GroupCommit<E> {
         let durable = Seq::new(next_seq.get().saturating_sub(1));
         let (group_commit, go) =
             GroupCommit::spawn(storage, config, Arc::new(Shared::new(durable)))?;
-        // The thread waits on this channel, so it cannot be gone yet.
+        // The writer waits on this channel, so it cannot be gone yet.
         let _ = go.send(next_seq);
         Ok(group_commit)
     }
 
-    /// Spawns the thread, which waits for its first seq on the returned channel before it
-    /// takes any append. Dropping the channel unsent stops the thread.
+    /// Spawns the threads; the writer waits for its first seq on the returned channel before
+    /// it takes any append. Dropping the channel unsent stops them.
     pub(crate) fn spawn<S: Storage>(
         storage: S,
         config: &WalConfig,
@@ -317,27 +365,37 @@ impl<E: Serialize> GroupCommit<E> {
         config.validate()?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue_appends_max);
         let (go_tx, go_rx) = crossbeam_channel::bounded(1);
+        let (written_tx, written_rx) = crossbeam_channel::bounded(WRITTEN_BATCHES_QUEUED_MAX);
         let (acks_tx, acks_rx) = crossbeam_channel::bounded::<AckBatch>(ACK_BATCHES_QUEUED_MAX);
         let acks_thread = std::thread::Builder::new()
             .name("wal-acks".to_owned())
             .spawn(move || {
-                // Ends when the writer drops its sender, after the last batch it handed over.
+                // Ends when the syncer drops its sender, after the last batch it handed over.
                 for batch in acks_rx {
                     for (ack, result) in batch {
                         ack.complete(result);
                     }
                 }
             })?;
+        let syncer = SyncLoop {
+            syncer: storage.syncer(),
+            rx: written_rx,
+            acks: acks_tx,
+            shared: shared.clone(),
+        };
+        let syncer_thread = std::thread::Builder::new()
+            .name("wal-syncer".to_owned())
+            .spawn(move || syncer.run())?;
         let writer = Writer {
             storage,
             rx,
-            acks: acks_tx,
+            written: written_tx,
             next_seq: Seq::ZERO,
             batch_events_max: config.batch_events_max,
             batch_wait: config.batch_wait,
             shared: shared.clone(),
         };
-        let thread = std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("wal-writer".to_owned())
             .spawn(move || writer.run(go_rx))?;
         let group_commit = GroupCommit {
@@ -347,8 +405,11 @@ impl<E: Serialize> GroupCommit<E> {
                 enqueue_timeout: config.enqueue_timeout,
                 _events: PhantomData,
             },
-            thread: Some(thread),
-            acks_thread: Some(acks_thread),
+            threads: vec![
+                ("writer", writer_thread),
+                ("syncer", syncer_thread),
+                ("acks", acks_thread),
+            ],
         };
         Ok((group_commit, go_tx))
     }
@@ -363,27 +424,24 @@ impl<E> GroupCommit<E> {
         self.appender.shared.stats()
     }
 
-    /// Writes and flushes everything queued so far, then stops the thread. Appends made after
-    /// this get [`WalError::Closed`].
+    /// Writes and syncs everything queued so far, answers it, then stops the threads. Appends
+    /// made after this get [`WalError::Closed`].
     pub fn close(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        let Some(thread) = self.thread.take() else {
+        if self.threads.is_empty() {
             return;
-        };
-        // A blocking send: the queue drains as the thread writes, and if the thread is gone the
+        }
+        // A blocking send: the queue drains as the writer writes, and if the writer is gone the
         // send fails at once.
         let _ = self.appender.tx.send(Message::Shutdown);
-        if thread.join().is_err() {
-            error!("wal writer thread panicked");
-        }
-        // The writer's end of the acks channel is gone with it: the acks thread answers what it
-        // was handed and stops.
-        if let Some(acks_thread) = self.acks_thread.take() {
-            if acks_thread.join().is_err() {
-                error!("wal acks thread panicked");
+        // Each thread's end drops the sender the next one reads from: the syncer syncs what it
+        // was handed and stops, then the acks thread answers what it was handed and stops.
+        for (name, thread) in self.threads.drain(..) {
+            if thread.join().is_err() {
+                error!(thread = name, "wal thread panicked");
             }
         }
     }
@@ -398,7 +456,7 @@ impl<E> Drop for GroupCommit<E> {
 struct Writer<S> {
     storage: S,
     rx: Receiver<Message>,
-    acks: Sender<AckBatch>,
+    written: Sender<Written>,
     next_seq: Seq,
     batch_events_max: usize,
     batch_wait: Duration,
@@ -470,15 +528,8 @@ impl<S: Storage> Writer<S> {
         false
     }
 
-    /// Writes a batch, syncs once, then answers every append in log order.
+    /// Writes a batch and hands it to the syncer, which answers it once it is durable.
     fn write(&mut self, batch: &mut Vec<Append>) {
-        if self.shared.poisoned.load(Ordering::SeqCst) {
-            let answers = batch
-                .drain(..)
-                .map(|append| (append.ack, Err(WalError::Poisoned)))
-                .collect();
-            return self.answer(answers);
-        }
         let mut packer = RecordPacker::new(self.next_seq);
         let mut acks = Vec::with_capacity(batch.len());
         for append in batch.drain(..) {
@@ -487,60 +538,150 @@ impl<S: Storage> Writer<S> {
             }
             acks.push((append.ack, packer.current_seq()));
         }
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return self.hand_over(Written {
+                acks,
+                outcome: Err(Fault::Poisoned),
+            });
+        }
         let events = packer.events;
         let (records, next_seq) = packer.finish();
-        let mut sync_nanos = 0;
-        let result = self.storage.write_records(&records).and_then(|()| {
-            let started = Instant::now();
-            let result = self.storage.sync();
-            sync_nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            result
-        });
-        if let Err(error) = result {
-            // Fail-stop: the durability of this batch (and of anything the kernel dropped with
-            // it) is unknown, so nothing more is acknowledged, and the sync is never retried.
-            error!(%error, first_seq = %self.next_seq, records = records.len(), "wal flush failed, poisoning the log");
-            self.shared.poisoned.store(true, Ordering::SeqCst);
-            let answers = acks
-                .into_iter()
-                .map(|(ack, _)| (ack, Err(WalError::failed(&error))))
-                .collect();
-            return self.answer(answers);
+        let outcome = match self.storage.write_records(&records) {
+            Ok(()) => {
+                self.next_seq = next_seq;
+                Ok(WriteCounts {
+                    last_seq: Seq::new(next_seq.get() - 1),
+                    records: records.len() as u64,
+                    events,
+                })
+            }
+            Err(error) => {
+                // Fail-stop, as for a failed sync: what the storage kept of this write is
+                // unknown, so nothing more is written or acknowledged.
+                error!(%error, first_seq = %self.next_seq, records = records.len(), "wal write failed, poisoning the log");
+                self.shared.poisoned.store(true, Ordering::SeqCst);
+                Err(Fault::failed(&error))
+            }
+        };
+        self.hand_over(Written { acks, outcome });
+    }
+
+    /// Hands a written batch to the syncer; answers it here with `Closed` if the syncer is
+    /// gone (it panicked), since then nothing will sync it.
+    fn hand_over(&self, written: Written) {
+        if let Err(crossbeam_channel::SendError(written)) = self.written.send(written) {
+            error!("wal syncer thread is gone; answering a written batch as closed");
+            for (ack, _) in written.acks {
+                ack.complete(Err(WalError::Closed));
+            }
         }
-        let last_seq = Seq::new(next_seq.get() - 1);
-        self.next_seq = next_seq;
-        let shared = &self.shared;
-        shared.durable_seq.store(last_seq.get(), Ordering::SeqCst);
-        shared
-            .records_written
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-        shared.events_written.fetch_add(events, Ordering::Relaxed);
-        shared
-            .appends_acknowledged
-            .fetch_add(acks.len() as u64, Ordering::Relaxed);
-        shared.flushes.fetch_add(1, Ordering::Relaxed);
-        shared.last_batch_events.store(events, Ordering::Relaxed);
-        shared
-            .last_batch_records
-            .store(records.len() as u64, Ordering::Relaxed);
-        shared
-            .sync_nanos_total
-            .fetch_add(sync_nanos, Ordering::Relaxed);
-        let answers = acks
-            .into_iter()
-            .map(|(ack, seq)| {
-                debug_assert!(seq <= last_seq);
-                (ack, Ok(seq))
-            })
-            .collect();
+    }
+}
+
+/// The syncer thread: syncs every batch written so far, then hands their answers on.
+struct SyncLoop<Y> {
+    syncer: Y,
+    rx: Receiver<Written>,
+    acks: Sender<AckBatch>,
+    shared: Arc<Shared>,
+}
+
+impl<Y: Syncer> SyncLoop<Y> {
+    fn run(mut self) {
+        let mut pending = Vec::new();
+        // Ends when the writer drops its sender, after the last batch it handed over.
+        while let Ok(first) = self.rx.recv() {
+            pending.push(first);
+            // Everything written by now goes into this sync; the channel's bound caps it.
+            pending.extend(self.rx.try_iter().take(WRITTEN_BATCHES_QUEUED_MAX));
+            self.sync(&mut pending);
+        }
+    }
+
+    /// Syncs once for every batch in `pending` that was written, then answers all of them in
+    /// log order.
+    fn sync(&mut self, pending: &mut Vec<Written>) {
+        let written = pending
+            .iter()
+            .filter_map(|w| w.outcome.as_ref().ok().copied())
+            .fold(None, |sum: Option<WriteCounts>, w| {
+                Some(sum.map_or(w, |sum| WriteCounts {
+                    last_seq: sum.last_seq.max(w.last_seq),
+                    records: sum.records + w.records,
+                    events: sum.events + w.events,
+                }))
+            });
+        let synced: Result<(), Fault> = match written {
+            None => Ok(()),
+            // A write failed after these were written: their durability no longer matters,
+            // since nothing after the failure may be acknowledged.
+            Some(_) if self.shared.poisoned.load(Ordering::SeqCst) => Err(Fault::Poisoned),
+            Some(counts) => {
+                let started = Instant::now();
+                match self.syncer.sync() {
+                    Ok(()) => {
+                        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        self.count(counts, pending, nanos);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        // Fail-stop: the durability of these batches (and of anything the kernel
+                        // dropped with them) is unknown, so nothing more is acknowledged, and the
+                        // sync is never retried.
+                        error!(%error, last_seq = %counts.last_seq, records = counts.records, "wal sync failed, poisoning the log");
+                        self.shared.poisoned.store(true, Ordering::SeqCst);
+                        Err(Fault::failed(&error))
+                    }
+                }
+            }
+        };
+        let mut answers = Vec::with_capacity(pending.iter().map(|w| w.acks.len()).sum());
+        for batch in pending.drain(..) {
+            let outcome = batch.outcome.map(|_| ()).and_then(|()| synced.clone());
+            for (ack, seq) in batch.acks {
+                answers.push((ack, outcome.as_ref().map(|()| seq).map_err(Fault::error)));
+            }
+        }
         self.answer(answers);
     }
 
-    /// Hands a batch's answers to the acks thread; answers them here if that thread is gone, so
+    fn count(&self, counts: WriteCounts, pending: &[Written], sync_nanos: u64) {
+        let shared = &self.shared;
+        debug_assert!(Seq::new(shared.durable_seq.load(Ordering::SeqCst)) < counts.last_seq);
+        shared
+            .durable_seq
+            .store(counts.last_seq.get(), Ordering::SeqCst);
+        shared
+            .records_written
+            .fetch_add(counts.records, Ordering::Relaxed);
+        shared
+            .events_written
+            .fetch_add(counts.events, Ordering::Relaxed);
+        let appends = pending
+            .iter()
+            .filter(|w| w.outcome.is_ok())
+            .map(|w| w.acks.len() as u64)
+            .sum();
+        shared
+            .appends_acknowledged
+            .fetch_add(appends, Ordering::Relaxed);
+        shared.flushes.fetch_add(1, Ordering::Relaxed);
+        shared
+            .last_batch_events
+            .store(counts.events, Ordering::Relaxed);
+        shared
+            .last_batch_records
+            .store(counts.records, Ordering::Relaxed);
+        shared
+            .sync_nanos_total
+            .fetch_add(sync_nanos, Ordering::Relaxed);
+    }
+
+    /// Hands a sync's answers to the acks thread; answers them here if that thread is gone, so
     /// that no answer is lost and none overtakes an earlier one.
     fn answer(&self, answers: AckBatch) {
         if let Err(crossbeam_channel::SendError(answers)) = self.acks.send(answers) {
-            error!("wal acks thread is gone; answering on the writer thread");
+            error!("wal acks thread is gone; answering on the syncer thread");
             for (ack, result) in answers {
                 ack.complete(result);
             }

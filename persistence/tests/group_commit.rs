@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,23 +42,25 @@ fn no_ack_precedes_the_sync_of_its_record() {
 }
 
 #[test]
-fn appends_queued_during_a_sync_share_the_next_flush() {
+fn appends_written_during_a_sync_share_the_next_sync() {
     let journal = Journal::default();
     let (release, gate) = crossbeam_channel::unbounded();
     let storage = FakeStorage::new(journal.clone()).sync_gate(gate);
+    let written = storage.events_written();
     let writer = start(storage, WalConfig::default());
     let appender = writer.appender();
-    // The first append reaches the writer, which then waits in its sync.
+    // The first append is written, and its sync waits at the gate.
     appender.append(events(0, 1), |_| {}).unwrap();
-    while journal.steps().is_empty() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(|| !journal.steps().is_empty());
     for id in 1..=100u64 {
         let journal = journal.clone();
         appender
             .append(vec![event(id)], move |result| journal.ack(&result))
             .unwrap();
     }
+    // The writer does not wait for the sync: the hundred are written while it is held.
+    wait_until(|| written.load(Ordering::SeqCst) == 101);
+    assert_eq!(writer.stats().durable_seq, Seq::ZERO);
     drop(release);
     writer.close();
     let steps = journal.steps();
@@ -67,14 +70,22 @@ fn appends_queued_during_a_sync_share_the_next_flush() {
         syncs, 2,
         "one sync for the first append, one for the hundred: {steps:?}"
     );
-    // The hundred events fit in one record, so they all share seq 2.
-    assert!(steps
+    let first_ack = steps.iter().position(|s| matches!(s, Step::AckOk(_)));
+    let second_sync = steps
         .iter()
-        .filter_map(|s| match s {
-            Step::AckOk(seq) => Some(*seq),
-            _ => None,
-        })
-        .all(|seq| seq == Seq::new(2)));
+        .enumerate()
+        .filter(|(_, s)| **s == Step::SyncOk)
+        .nth(1)
+        .map(|(i, _)| i);
+    assert!(first_ack > second_sync, "{steps:?}");
+}
+
+fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition never became true");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]
@@ -146,7 +157,8 @@ fn every_waiting_append_gets_the_failure() {
 fn a_full_queue_answers_busy_and_drops_nothing() {
     let journal = Journal::default();
     let (release, gate) = crossbeam_channel::unbounded();
-    let storage = FakeStorage::new(journal.clone()).sync_gate(gate);
+    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
+    let held = storage.writes_held();
     let config = WalConfig {
         queue_appends_max: 2,
         enqueue_timeout: Duration::from_millis(50),
@@ -163,10 +175,8 @@ fn a_full_queue_answers_busy_and_drops_nothing() {
         }
     };
     appender.append(events(0, 1), count(&answers)).unwrap();
-    // Wait until the writer holds the first append in its sync; then two fill the queue.
-    while journal.steps().is_empty() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // Wait until the writer holds the first append in its write; then two fill the queue.
+    wait_until(|| held.load(Ordering::SeqCst) == 1);
     appender.append(events(1, 1), count(&answers)).unwrap();
     appender.append(events(2, 1), count(&answers)).unwrap();
 
@@ -209,7 +219,8 @@ fn a_panicking_callback_does_not_stop_the_writer() {
 fn batches_respect_the_event_limit() {
     let journal = Journal::default();
     let (release, gate) = crossbeam_channel::unbounded();
-    let storage = FakeStorage::new(journal.clone()).sync_gate(gate);
+    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
+    let held = storage.writes_held();
     let config = WalConfig {
         batch_events_max: 10,
         ..WalConfig::default()
@@ -217,21 +228,19 @@ fn batches_respect_the_event_limit() {
     let writer = start(storage, config);
     let appender = writer.appender();
     appender.append(events(0, 1), |_| {}).unwrap();
-    while journal.steps().is_empty() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(|| held.load(Ordering::SeqCst) == 1);
     for id in 1..=40u64 {
         appender.append(events(id, 1), |_| {}).unwrap();
     }
     drop(release);
     writer.close();
-    let stats_syncs = journal
+    let writes = journal
         .steps()
         .iter()
-        .filter(|s| **s == Step::SyncOk)
+        .filter(|s| matches!(s, Step::Write { .. }))
         .count();
     // 1 + 40 events in batches of at most 10 after the first.
-    assert_eq!(stats_syncs, 5);
+    assert_eq!(writes, 5);
 }
 
 #[test]
@@ -249,13 +258,7 @@ fn a_slow_callback_delays_later_answers_but_not_later_flushes() {
             first_order.lock().unwrap().push(0);
         })
         .unwrap();
-    let wait_for_durable = |seq: u64| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while writer.stats().durable_seq < Seq::new(seq) {
-            assert!(Instant::now() < deadline, "seq {seq} was never flushed");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    };
+    let wait_for_durable = |seq: u64| wait_until(|| writer.stats().durable_seq >= Seq::new(seq));
     // The first flush is done, so the second append gets a flush of its own.
     wait_for_durable(1);
     let second_order = order.clone();
