@@ -171,18 +171,18 @@ pub struct OrchestratorArgs {
 /// finds its reservation, without a message per reservation. Bounded by the holds in flight.
 #[derive(Default)]
 struct Settled {
-    reservations: Mutex<Vec<Reservation>>,
+    reservations: Mutex<Vec<Arc<Reservation>>>,
 }
 
 impl Settled {
-    fn push(&self, reservation: Reservation) {
+    fn push(&self, reservation: Arc<Reservation>) {
         self.reservations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(reservation);
     }
 
-    fn take(&self) -> Vec<Reservation> {
+    fn take(&self) -> Vec<Arc<Reservation>> {
         std::mem::take(&mut *self.reservations.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -734,10 +734,9 @@ impl OrchestratorState {
             let message = match outcome {
                 HoldAnswer::Placed => {
                     // Queued for the book before the caller hears back, so the caller's next
-                    // request finds it.
-                    let reservation = Arc::unwrap_or_clone(reservation);
+                    // request finds it. The book shares the record; the caller gets a copy.
                     settled.push(reservation.clone());
-                    return answer(Ok(Ok(reservation)));
+                    return answer(Ok(Ok(Arc::unwrap_or_clone(reservation))));
                 }
                 HoldAnswer::Insufficient(shortages) => OrchestratorMsg::Lost {
                     id,

@@ -353,7 +353,11 @@ impl StockPointState {
         let for_durable = event.clone();
         durable.in_flight.fetch_add(1, Ordering::AcqRel);
         let appended = self.log.try_append(events, move |r| {
-            if r.is_ok() {
+            let ok = r.is_ok();
+            // The caller first: the durable copy is only read by a restart, which waits for
+            // `in_flight` to reach zero, so it may lag the answer.
+            done_tx(r.map(|_| ()).map_err(CommandError::from));
+            if ok {
                 durable
                     .inventory
                     .lock()
@@ -361,7 +365,6 @@ impl StockPointState {
                     .apply(&for_durable);
             }
             durable.in_flight.fetch_sub(1, Ordering::AcqRel);
-            done_tx(r.map(|_| ()).map_err(CommandError::from))
         });
         if let Err(error) = appended {
             self.durable.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -423,14 +426,16 @@ impl StockPointState {
             }
         });
         let appended = self.log.try_append(events, move |r| {
-            if r.is_ok() {
+            let ok = r.is_ok();
+            // The callers first, as in `commit`.
+            for_log(r.map(|_| ()).map_err(CommandError::from));
+            if ok {
                 let mut inventory = durable.inventory.lock().unwrap_or_else(|e| e.into_inner());
                 for event in &for_durable {
                     inventory.apply(event);
                 }
             }
             durable.in_flight.fetch_sub(1, Ordering::AcqRel);
-            for_log(r.map(|_| ()).map_err(CommandError::from));
         });
         if let Err(error) = appended {
             self.durable.in_flight.fetch_sub(1, Ordering::AcqRel);

@@ -131,7 +131,10 @@ pub enum ReservationRefusal {
 /// Every reservation, and the units each customer holds or bought per SKU.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReservationBook {
-    reservations: FxHashMap<ReservationId, Reservation>,
+    /// Shared with the `Created` event that made it (and with the answer to the caller), so
+    /// that recording it copies nothing; a change copies it first if it is still shared. Small
+    /// entries also keep the map's growth cheap in a sale that creates millions.
+    reservations: FxHashMap<ReservationId, Arc<Reservation>>,
     /// Flash-sale caps: units one customer_ref may hold (or have bought) at once per SKU.
     limits: FxHashMap<SkuId, Qty>,
     /// Units each customer has in held or confirmed reservations, per SKU.
@@ -146,7 +149,7 @@ pub struct ReservationBook {
 
 impl ReservationBook {
     pub fn get(&self, id: ReservationId) -> Option<&Reservation> {
-        self.reservations.get(&id)
+        self.reservations.get(&id).map(|r| &**r)
     }
 
     pub fn len(&self) -> usize {
@@ -158,7 +161,7 @@ impl ReservationBook {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Reservation> {
-        self.reservations.values()
+        self.reservations.values().map(|r| &**r)
     }
 
     /// Forgets reservations that expired more than `retention_ms` before `now` and are no longer
@@ -198,6 +201,7 @@ impl ReservationBook {
         self.by_key
             .get(key)
             .and_then(|id| self.reservations.get(id))
+            .map(|r| &**r)
     }
 
     pub fn limit(&self, sku: SkuId) -> Option<Qty> {
@@ -288,8 +292,9 @@ impl ReservationBook {
         self.expiries.first().map(|(at, _)| *at)
     }
 
-    /// Applies a `Created` event by value, sparing the copy `apply` must make.
-    pub fn insert_created(&mut self, reservation: Reservation) {
+    /// Applies a `Created` event; takes the record by value or shared, never copying it.
+    pub fn insert_created(&mut self, reservation: impl Into<Arc<Reservation>>) {
+        let reservation = reservation.into();
         self.count_customer_units(&reservation);
         if let Some((key, _)) = &reservation.idempotency {
             self.by_key.insert(key.clone(), reservation.id);
@@ -317,9 +322,9 @@ impl ReservationBook {
 
     pub fn apply(&mut self, event: &ReservationEvent) {
         match event {
-            ReservationEvent::Created(reservation) => self.insert_created((**reservation).clone()),
+            ReservationEvent::Created(reservation) => self.insert_created(reservation.clone()),
             ReservationEvent::Confirmed { id, order } => {
-                if let Some(r) = self.reservations.get_mut(id) {
+                if let Some(r) = self.reservations.get_mut(id).map(Arc::make_mut) {
                     self.expiries.remove(&(r.expires_at, r.id));
                     r.status = ReservationStatus::Confirmed;
                     r.order = Some(*order);
@@ -330,7 +335,7 @@ impl ReservationBook {
                     ReservationEvent::Released { .. } => ReservationStatus::Released,
                     _ => ReservationStatus::Expired,
                 };
-                let Some(r) = self.reservations.get_mut(id) else {
+                let Some(r) = self.reservations.get_mut(id).map(Arc::make_mut) else {
                     debug_assert!(false, "release of unknown reservation {id}");
                     return;
                 };
