@@ -1,7 +1,8 @@
 //! In-process throughput of durable holds through the actors (issue 4's figures).
 //!
 //! `cargo run --release -p conductor-benches --bin actor-holds -- [seconds] [requesters]`
-//! (`SCENARIO=hot|spread|reads|batch` runs one scenario only)
+//! (`SCENARIO=hot|spread|reads|batch` runs one scenario only; `RATE=<holds/s>` runs the single
+//! hold scenarios open loop instead: holds are offered at that rate whatever the answers do)
 //!
 //! Scenarios, each on a fresh data dir, closed loop (every requester sends its next hold as
 //! soon as the previous one is acknowledged, i.e. durable):
@@ -11,7 +12,11 @@
 //! - the hot SKU with 100 holds per call (`Conductor::reserve_batch`).
 //!
 //! Prints holds/s, latency percentiles (HdrHistogram), events per fsync, fsync time, and process
-//! CPU time per hold (all threads; the reads scenario's includes its reader thread).
+//! CPU time per hold (all threads; the reads scenario's includes its reader thread). Open loop,
+//! each hold runs on its own task and its latency counts from the moment it was due, not from
+//! when it was sent, so a stall shows in the percentiles instead of lowering the offered load
+//! (no coordinated omission); holds that would exceed [`OPEN_OUTSTANDING_MAX`] in flight are
+//! counted as refused, not sent.
 //! With `RESTART=1`, also restarts on each run's data and prints recovery times.
 
 #[global_allocator]
@@ -115,20 +120,45 @@ async fn setup(
 /// Holds per call in the batch scenario.
 const BATCH_HOLDS: usize = 100;
 
+/// Open loop: the most holds in flight at once; the intake's own bound is 65,536.
+const OPEN_OUTSTANDING_MAX: usize = 65_536;
+
+/// How the holds are offered.
+#[derive(Clone, Copy)]
+enum Load {
+    /// `requesters` callers, each sending its next hold when the previous one is answered.
+    Closed,
+    /// Holds offered at this many per second, each on its own task.
+    Open(f64),
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     label: &str,
+    load: Load,
     seconds: u64,
     requesters: usize,
     stock_points: u32,
     skus: u32,
     readers: bool,
 ) -> Figures {
-    run_with(label, seconds, requesters, stock_points, skus, readers, 1).await
+    run_with(
+        label,
+        load,
+        seconds,
+        requesters,
+        stock_points,
+        skus,
+        readers,
+        1,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run_with(
     label: &str,
+    load: Load,
     seconds: u64,
     requesters: usize,
     stock_points: u32,
@@ -179,7 +209,16 @@ async fn run_with(
     let started = Instant::now();
     let cpu_before = process_cpu();
     let mut tasks = Vec::new();
-    for r in 0..requesters {
+    if let Load::Open(rate) = load {
+        let sku_codes: Vec<Code> = (0..skus).map(|i| code(&format!("SKU{i}"))).collect();
+        offer(&c, rate, seconds, &sku_codes, &latency, &holds, &refused).await;
+    }
+    let closed_requesters = if matches!(load, Load::Closed) {
+        requesters
+    } else {
+        0
+    };
+    for r in 0..closed_requesters {
         let (c, stop, latency, holds, refused) = (
             c.clone(),
             stop.clone(),
@@ -225,7 +264,9 @@ async fn run_with(
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    if matches!(load, Load::Closed) {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
@@ -257,6 +298,81 @@ async fn run_with(
         restart_figures(dir.path()).await;
     }
     figures
+}
+
+/// Offers `rate` holds per second for `seconds`, each on its own task, and waits for the last
+/// answer. Latency counts from the moment each hold was due. The holds are launched from a
+/// thread of their own that sleeps to each due time: the runtime's timer has 1 ms ticks, which
+/// would add up to a millisecond to every latency.
+async fn offer(
+    c: &Arc<Conductor>,
+    rate: f64,
+    seconds: u64,
+    sku_codes: &[Code],
+    latency: &Mutex<Histogram<u64>>,
+    holds: &Arc<AtomicU64>,
+    refused: &Arc<AtomicU64>,
+) {
+    let total = (rate * seconds as f64) as u64;
+    let latencies = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+    ));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let runtime = tokio::runtime::Handle::current();
+    let launcher = {
+        let (c, latencies, holds, refused, in_flight) = (
+            c.clone(),
+            latencies.clone(),
+            holds.clone(),
+            refused.clone(),
+            in_flight.clone(),
+        );
+        let sku_codes = sku_codes.to_vec();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            for n in 0..total {
+                let due_at = start + Duration::from_secs_f64(n as f64 / rate);
+                if let Some(wait) = due_at.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if in_flight.load(Ordering::Relaxed) >= OPEN_OUTSTANDING_MAX as u64 {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let sku = sku_codes[n as usize % sku_codes.len()].clone();
+                let (c, latencies, holds, refused, in_flight) = (
+                    c.clone(),
+                    latencies.clone(),
+                    holds.clone(),
+                    refused.clone(),
+                    in_flight.clone(),
+                );
+                runtime.spawn(async move {
+                    let answer = c
+                        .reserve(ReserveRequest::web(vec![(sku, Qty(1))], 3_600))
+                        .await;
+                    if matches!(answer, Ok(Ok(_))) {
+                        holds.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut h) = latencies.lock() {
+                            let _ = h.record(due_at.elapsed().as_micros() as u64);
+                        }
+                    } else {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        })
+    };
+    while !launcher.is_finished() || in_flight.load(Ordering::Relaxed) > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = launcher.join();
+    let part = latencies.lock().ok().map(|h| h.clone());
+    if let (Ok(mut all), Some(part)) = (latency.lock(), part) {
+        let _ = all.add(&part);
+    }
 }
 
 /// Restarts twice on the data the run left: the first replays the log since the snapshot taken
@@ -307,23 +423,29 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        println!("{requesters} requesters, {seconds} s each, closed loop, durable acks");
+        let rate: Option<f64> = std::env::var("RATE").ok().and_then(|r| r.parse().ok());
+        let load = rate.map_or(Load::Closed, Load::Open);
+        match rate {
+            None => println!("{requesters} requesters, {seconds} s each, closed loop, durable acks"),
+            Some(rate) => println!("{rate:.0} holds/s offered, {seconds} s each, open loop, durable acks (batches stay closed loop)"),
+        }
         println!("| scenario | holds/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | events/fsync | µs/sync | CPU µs/hold | refused | board reads/s |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         let only = std::env::var("SCENARIO").ok();
         let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
         if wanted("hot") {
-            run("1 hot SKU, 1 warehouse", seconds, requesters, 1, 1, false).await;
+            run("1 hot SKU, 1 warehouse", load, seconds, requesters, 1, 1, false).await;
         }
         if wanted("spread") {
-            run("100 SKUs, 10 stock points", seconds, requesters, 10, 100, false).await;
+            run("100 SKUs, 10 stock points", load, seconds, requesters, 10, 100, false).await;
         }
         if wanted("reads") {
-            run("1 hot SKU + board reads", seconds, requesters, 1, 1, true).await;
+            run("1 hot SKU + board reads", load, seconds, requesters, 1, 1, true).await;
         }
         if wanted("batch") {
             let label = format!("1 hot SKU, {BATCH_HOLDS} holds per call");
-            run_with(&label, seconds, (requesters / 16).max(1), 1, 1, false, BATCH_HOLDS).await;
+            let requesters = (requesters / 16).max(1);
+            run_with(&label, Load::Closed, seconds, requesters, 1, 1, false, BATCH_HOLDS).await;
         }
     });
 }
