@@ -609,20 +609,33 @@ pub fn reservation_view(c: &Conductor, network: &Network, r: &Reservation) -> Re
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let mut explanation = serde_json::to_value(&r.explanation).unwrap_or(Value::Null);
     // The engine explains with interned ids; the API speaks codes.
-    if let Some(groups) = explanation.get_mut("groups").and_then(Value::as_array_mut) {
-        for group in groups {
-            if let Some(candidates) = group.get_mut("candidates").and_then(Value::as_array_mut) {
-                for candidate in candidates {
-                    if let Some(id) = candidate.get("stock_point").and_then(Value::as_u64) {
-                        candidate["stock_point"] =
-                            Value::String(sp_code(network, StockPointId(id as u32)));
-                    }
-                }
-            }
-        }
-    }
+    let explanation = ExplanationView {
+        rule_set_version: r.explanation.rule_set_version,
+        groups: r
+            .explanation
+            .groups
+            .iter()
+            .map(|g| GroupExplanationView {
+                rule_index: g.rule_index,
+                rule_name: g.rule_name.to_string(),
+                strategy: g.strategy,
+                lines: g.lines.clone(),
+                candidates: g
+                    .candidates
+                    .iter()
+                    .map(|c| CandidateView {
+                        stock_point: sp_code(network, c.stock_point),
+                        score: c.score,
+                        available: c.available.0,
+                        chosen: c.chosen,
+                    })
+                    .collect(),
+                candidates_total: g.candidates_total,
+                tie_break: g.tie_break,
+            })
+            .collect(),
+    };
     ReservationView {
         id: r.id.external(),
         status,

@@ -261,7 +261,35 @@ pub struct ReservationView {
     /// Why it was sourced this way (rule, strategy, candidates with scores): for customer
     /// service. An extension of the contract.
     #[schema(value_type = Object)]
-    pub explanation: Value,
+    pub explanation: ExplanationView,
+}
+
+/// The engine's `Explanation` with stock point codes where it has interned ids; serialized
+/// directly, without a `serde_json::Value` tree in between (a few allocations per reservation
+/// instead of one per key and value).
+#[derive(Serialize)]
+pub struct ExplanationView {
+    pub rule_set_version: u64,
+    pub groups: Vec<GroupExplanationView>,
+}
+
+#[derive(Serialize)]
+pub struct GroupExplanationView {
+    pub rule_index: usize,
+    pub rule_name: String,
+    pub strategy: conductor_engine::sourcing::Strategy,
+    pub lines: Vec<usize>,
+    pub candidates: Vec<CandidateView>,
+    pub candidates_total: usize,
+    pub tie_break: Option<conductor_engine::sourcing::plan::TieBreak>,
+}
+
+#[derive(Serialize)]
+pub struct CandidateView {
+    pub stock_point: String,
+    pub score: f64,
+    pub available: u64,
+    pub chosen: bool,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -325,10 +325,18 @@ fn reservations_hold_release_confirm() {
     assert!(body["expires_at"]
         .as_str()
         .is_some_and(|t| t.ends_with('Z')));
-    assert!(
-        body["explanation"]["groups"].is_array(),
-        "the plan explains itself"
+    let group = &body["explanation"]["groups"][0];
+    assert!(group["rule_name"].is_string(), "the plan explains itself");
+    assert!(group["strategy"].is_string());
+    let chosen = group["candidates"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["chosen"] == true))
+        .expect("a chosen candidate");
+    assert_eq!(
+        chosen["stock_point"], "WH1",
+        "candidates name stock points by code, not by interned id"
     );
+    assert!(chosen["score"].is_number() && chosen["available"].is_u64());
     let id = body["id"].as_str().expect("id").to_owned();
     assert!(id.starts_with("R-"));
     assert_eq!(s.available("RES-A"), 3);
