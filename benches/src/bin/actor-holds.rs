@@ -12,7 +12,8 @@
 //! - the hot SKU with 100 holds per call (`Conductor::reserve_batch`).
 //!
 //! Prints holds/s, latency percentiles (HdrHistogram), events per fsync, fsync time, and process
-//! CPU time per hold (all threads; the reads scenario's includes its reader thread). Open loop,
+//! CPU time per hold (all threads; the reads scenario's includes its reader thread); on stderr,
+//! the cores each thread (pool) used during the run, for the breakdown of where a hold goes. Open loop,
 //! each hold runs on its own task and its latency counts from the moment it was due, not from
 //! when it was sent, so a stall shows in the percentiles instead of lowering the offered load
 //! (no coordinated omission); holds that would exceed [`OPEN_OUTSTANDING_MAX`] in flight are
@@ -45,6 +46,70 @@ struct Figures {
     reads: u64,
     /// Process CPU time (user + system, all threads) during the run.
     cpu: Duration,
+    /// Cores per thread (pool) during the run, busiest first.
+    threads: String,
+}
+
+/// CPU time per thread name so far (user + system, in clock ticks), from `/proc/self/task`;
+/// numbered pools (`sled-io-3`) count as one. Threads that ended are not in it.
+fn thread_cpu() -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        // The fields after the parenthesised name: state is the first, utime the 12th.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let name = comm.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+        *by_name
+            .entry(name.trim_end_matches('-').to_owned())
+            .or_insert(0) += ticks(11) + ticks(12);
+    }
+    by_name
+}
+
+/// Cores each thread (pool) used between two [`thread_cpu`] readings `elapsed` apart, busiest
+/// first.
+fn thread_cores(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    elapsed: Duration,
+) -> String {
+    // SAFETY: sysconf reads a constant of the running system.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut cores: Vec<(f64, &str)> = after
+        .iter()
+        .map(|(name, t)| {
+            let used = t.saturating_sub(before.get(name).copied().unwrap_or(0));
+            (
+                used as f64 / ticks_per_s / elapsed.as_secs_f64(),
+                name.as_str(),
+            )
+        })
+        .filter(|(c, _)| *c >= 0.005)
+        .collect();
+    cores.sort_by(|a, b| b.0.total_cmp(&a.0));
+    cores
+        .iter()
+        .map(|(c, name)| format!("{name} {c:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// CPU time this process has used so far, all threads, user and system. Per hold it is the
@@ -208,6 +273,7 @@ async fn run_with(
     });
     let started = Instant::now();
     let cpu_before = process_cpu();
+    let threads_before = thread_cpu();
     let mut tasks = Vec::new();
     if let Load::Open(rate) = load {
         let sku_codes: Vec<Code> = (0..skus).map(|i| code(&format!("SKU{i}"))).collect();
@@ -273,6 +339,7 @@ async fn run_with(
     }
     let elapsed = started.elapsed();
     let cpu = process_cpu().saturating_sub(cpu_before);
+    let threads = thread_cores(&threads_before, &thread_cpu(), elapsed);
     if let Some(reader) = reader {
         let _ = reader.join();
     }
@@ -292,6 +359,7 @@ async fn run_with(
         sync_nanos: after.sync_nanos_total - before.sync_nanos_total,
         reads: reads.load(Ordering::Relaxed),
         cpu,
+        threads,
     };
     print(label, &figures);
     if std::env::var("RESTART").is_ok() {
@@ -410,6 +478,8 @@ fn print(label: &str, f: &Figures) {
         f.refused,
         f.reads as f64 / secs / 1e6,
     );
+    // On stderr, so that stdout stays one table.
+    eprintln!("cores per thread, {label}: {}", f.threads);
 }
 
 fn main() {
