@@ -475,7 +475,7 @@ impl Conductor {
 
     // --- checkout ---------------------------------------------------------------------------
 
-    pub async fn reserve(&self, request: ReserveRequest) -> Answer<Reservation> {
+    pub async fn reserve(&self, request: ReserveRequest) -> Answer<Arc<Reservation>> {
         // Validated where it is planned (the orchestrator checks every request of a batch), not
         // twice on the hot path.
         self.accepting()?;
@@ -498,7 +498,7 @@ impl Conductor {
     pub async fn reserve_batch(
         &self,
         requests: Vec<ReserveRequest>,
-    ) -> Result<Vec<Answer<Reservation>>, CommandError> {
+    ) -> Result<Vec<Answer<Arc<Reservation>>>, CommandError> {
         self.accepting()?;
         let orchestrator = self.orchestrator()?;
         let mut waiting = Vec::with_capacity(requests.len());
@@ -506,7 +506,7 @@ impl Conductor {
         for request in requests {
             let (tx, rx) = tokio::sync::oneshot::channel();
             waiting.push(rx);
-            let answer: crate::stock_point::Reply<Answer<Reservation>> = Box::new(move |a| {
+            let answer: crate::stock_point::Reply<Answer<Arc<Reservation>>> = Box::new(move |a| {
                 let _ = tx.send(a);
             });
             items.push((request, answer));

@@ -9,7 +9,7 @@
 //! that rings again. Pushing and taking share one lock, so no push is left without a message
 //! on its way.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use conductor_engine::checkout::ReserveRequest;
 use conductor_engine::reservation::Reservation;
@@ -24,7 +24,7 @@ pub const INTAKE_DEPTH_MAX: usize = crate::mailbox::MAILBOX_DEPTH_MAX;
 /// builds a stock point batch above [`crate::stock_point::HOLD_BATCH_MAX`].
 pub const COLLECT_MAX: usize = crate::stock_point::HOLD_BATCH_MAX;
 
-pub type Queued = (ReserveRequest, Reply<Answer<Reservation>>);
+pub type Queued = (ReserveRequest, Reply<Answer<Arc<Reservation>>>);
 
 #[derive(Default)]
 pub struct Intake {

@@ -111,7 +111,7 @@ pub enum OrchestratorMsg {
         request: Box<ReserveRequest>,
         attempt: u32,
         shortages: Vec<StockShortage>,
-        answer: Reply<Answer<Reservation>>,
+        answer: Reply<Answer<Arc<Reservation>>>,
     },
     /// A single-stock-point hold failed (log or mailbox); its caller has been told.
     Abandoned(ReservationId),
@@ -197,7 +197,7 @@ struct Pending {
     placed: Vec<StockPointId>,
     shortages: Vec<LineShortage>,
     failure: Option<CommandError>,
-    answer: Reply<Answer<Reservation>>,
+    answer: Reply<Answer<Arc<Reservation>>>,
 }
 
 /// A confirmation in progress: allocations are out at the stock points.
@@ -304,7 +304,7 @@ impl Actor for Orchestrator {
                 if let Some(pending) = state.pending.remove(&id) {
                     match result {
                         Ok(()) => {
-                            let reservation = *pending.reservation;
+                            let reservation = Arc::new(*pending.reservation);
                             state.book.insert_created(reservation.clone());
                             (pending.answer)(Ok(Ok(reservation)));
                         }
@@ -503,7 +503,7 @@ impl OrchestratorState {
         id: ReservationId,
         request: ReserveRequest,
         attempt: u32,
-        answer: Reply<Answer<Reservation>>,
+        answer: Reply<Answer<Arc<Reservation>>>,
     ) {
         if let Some(replay) = self.replay_by_key(&request) {
             return answer(replay);
@@ -536,7 +536,7 @@ impl OrchestratorState {
     /// A request whose idempotency key already made a reservation gets that reservation back
     /// (or a refusal, if the key came with a different request): the key is in the reservation
     /// record itself, so this holds across a crash that lost the first answer.
-    fn replay_by_key(&self, request: &ReserveRequest) -> Option<Answer<Reservation>> {
+    fn replay_by_key(&self, request: &ReserveRequest) -> Option<Answer<Arc<Reservation>>> {
         let (key, fingerprint) = request.idempotency.as_ref()?;
         let existing = self.book.by_key(key)?;
         let same = existing
@@ -561,7 +561,7 @@ impl OrchestratorState {
         id: ReservationId,
         request: &ReserveRequest,
         now: Timestamp,
-        answer: impl FnOnce(Answer<Reservation>),
+        answer: impl FnOnce(Answer<Arc<Reservation>>),
     ) -> Option<(
         Box<Reservation>,
         Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
@@ -620,7 +620,7 @@ impl OrchestratorState {
         attempt: u32,
         reservation: Box<Reservation>,
         holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
-        answer: Reply<Answer<Reservation>>,
+        answer: Reply<Answer<Arc<Reservation>>>,
     ) {
         let outstanding: Vec<StockPointId> = holds.iter().map(|(sp, _)| *sp).collect();
         self.pending.insert(
@@ -670,7 +670,7 @@ impl OrchestratorState {
         attempt: u32,
         reservation: Box<Reservation>,
         holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
-        answer: Reply<Answer<Reservation>>,
+        answer: Reply<Answer<Arc<Reservation>>>,
         now: Timestamp,
     ) {
         let Some((sp, hold, here)) = self.single_hold(
@@ -708,7 +708,7 @@ impl OrchestratorState {
         attempt: u32,
         reservation: Box<Reservation>,
         mut holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
-        answer: Reply<Answer<Reservation>>,
+        answer: Reply<Answer<Arc<Reservation>>>,
         now: Timestamp,
     ) -> Option<(StockPointId, BatchedHold, Fallback)> {
         let (sp, hold) = holds.pop()?;
@@ -734,9 +734,9 @@ impl OrchestratorState {
             let message = match outcome {
                 HoldAnswer::Placed => {
                     // Queued for the book before the caller hears back, so the caller's next
-                    // request finds it. The book shares the record; the caller gets a copy.
+                    // request finds it. The book and the caller share the record.
                     settled.push(reservation.clone());
-                    return answer(Ok(Ok(Arc::unwrap_or_clone(reservation))));
+                    return answer(Ok(Ok(reservation)));
                 }
                 HoldAnswer::Insufficient(shortages) => OrchestratorMsg::Lost {
                     id,
@@ -767,7 +767,7 @@ impl OrchestratorState {
     fn reserve_batch(
         &mut self,
         myself: &ActorRef<OrchestratorMsg>,
-        requests: Vec<(ReserveRequest, Reply<Answer<Reservation>>)>,
+        requests: Vec<(ReserveRequest, Reply<Answer<Arc<Reservation>>>)>,
     ) {
         let now = self.now();
         let mut per_stock_point: FxHashMap<StockPointId, Vec<(BatchedHold, Fallback)>> =

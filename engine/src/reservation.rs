@@ -196,12 +196,12 @@ impl ReservationBook {
         pruned
     }
 
-    /// The reservation created with `key`, if any.
-    pub fn by_key(&self, key: &IdempotencyKey) -> Option<&Reservation> {
+    /// The reservation created with `key`, if any; shared, so that an answer handing it out
+    /// copies nothing.
+    pub fn by_key(&self, key: &IdempotencyKey) -> Option<&Arc<Reservation>> {
         self.by_key
             .get(key)
             .and_then(|id| self.reservations.get(id))
-            .map(|r| &**r)
     }
 
     pub fn limit(&self, sku: SkuId) -> Option<Qty> {
