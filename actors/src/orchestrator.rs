@@ -288,6 +288,11 @@ impl Actor for Orchestrator {
         state.record_settled();
         match message {
             OrchestratorMsg::Collect => {
+                // The first push rings us and tokio runs the woken actor next, from its LIFO
+                // slot, before the other requesters on this worker have pushed: without this
+                // yield a take held 1.6 requests on average, with it 28 to 36 (actor-holds,
+                // hot SKU, 256 requesters). Yielding lets the queue fill; it costs one poll.
+                tokio::task::yield_now().await;
                 let (requests, more) = state.intake.take();
                 if more == Ring::Ring {
                     // Stopping means the system is going down; the callers time out.
