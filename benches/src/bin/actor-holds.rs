@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use conductor_actors::orchestrator::StockPointSpec;
 use conductor_actors::{Conductor, Config};
+use conductor_benches::process_cpu;
 use conductor_engine::checkout::ReserveRequest;
 use conductor_engine::ids::{Code, Qty, SkuId, StockPointId};
 use conductor_engine::inventory::{AdjustReason, Adjustment};
@@ -110,20 +111,6 @@ fn thread_cores(
         .map(|(c, name)| format!("{name} {c:.2}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// CPU time this process has used so far, all threads, user and system. Per hold it is the
-/// figure a noisy disk does not move: throughput is bounded by two cores over it, and by holds
-/// per fsync over the fsync time.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct we hand it and reads nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 fn code(s: &str) -> Code {
