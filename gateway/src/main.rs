@@ -68,7 +68,7 @@ fn init_logs() {
 }
 
 fn main() -> ExitCode {
-    conductor_actors::process::disable_transparent_huge_pages();
+    conductor_actors::process::prepare();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    conductor_actors::process::disable_transparent_huge_pages();
+    conductor_actors::process::prepare();
     let cli = conductor_loadtest::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -470,7 +470,7 @@ fn print(label: &str, f: &Figures) {
 }
 
 fn main() {
-    conductor_actors::process::disable_transparent_huge_pages();
+    conductor_actors::process::prepare();
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let requesters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);

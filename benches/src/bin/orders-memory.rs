@@ -32,7 +32,7 @@ fn resident_bytes() -> u64 {
 }
 
 fn main() {
-    conductor_actors::process::disable_transparent_huge_pages();
+    conductor_actors::process::prepare();
     let count: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

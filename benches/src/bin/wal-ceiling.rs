@@ -26,7 +26,7 @@ fn arg(n: usize, default: u64) -> u64 {
 }
 
 fn main() {
-    conductor_actors::process::disable_transparent_huge_pages();
+    conductor_actors::process::prepare();
     let seconds = arg(1, 5);
     let requesters = arg(2, 256);
     let bytes = arg(3, 160) as usize;
