@@ -8,7 +8,7 @@
 /// often the log writer's: measured, a fifth of all CPU time went to zeroing pages, and
 /// holds/s rose by about a fifth with huge pages off (README, "Actors"). Returns whether the
 /// kernel took the setting; on other systems, or if it refuses, nothing changes.
-pub fn disable_transparent_huge_pages() -> bool {
+fn disable_transparent_huge_pages() -> bool {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and touches no memory of
@@ -41,22 +41,16 @@ pub fn prepare() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-/// Whether transparent huge pages are off for this process.
-pub fn transparent_huge_pages_disabled() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: as above; PR_GET_THP_DISABLE only reads the process's flag.
-        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether transparent huge pages are off for this process.
+    #[cfg(target_os = "linux")]
+    fn transparent_huge_pages_disabled() -> bool {
+        // SAFETY: PR_GET_THP_DISABLE takes plain integers and only reads the process's flag.
+        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
+    }
 
     #[test]
     fn the_purge_delay_option_is_the_one_prepare_sets() {

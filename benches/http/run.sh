@@ -25,18 +25,22 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && b
 ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 hz=$(getconf CLK_TCK)
 before=$(ticks)
+perf=
 if [[ -n "${PERF:-}" ]]; then
   perf record -q -F 1999 -g -p "$server" -o "$PERF" -- sleep "$secs" 2>/dev/null &
+  perf=$!
 fi
 out=$(CONDUCTOR_KEY=$key wrk -t2 -c64 -d"$secs" --latency -s "$here/hold.lua" \
   "http://127.0.0.1:$port")
 after=$(ticks)
+[[ -n "$perf" ]] && wait "$perf"
 rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+requests=$(awk '/requests in/ {print $1}' <<<"$out")
 p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
 p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
 non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v r="$rps" -v s="$secs" \
-  'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / (r * s) }')
+cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$requests" \
+  'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')
 echo "holds: ${rps}/s p50 $p50 p99 $p99 server CPU ${cpu_us} us/hold non-2xx ${non2xx:-0}"
 health=$(wrk -t2 -c64 -d3 "http://127.0.0.1:$port/healthz" | awk '/Requests\/sec/ {print $2}')
 echo "healthz: ${health}/s (ratio $(awk -v a="$rps" -v b="$health" 'BEGIN { printf "%.2f", a / b }'))"
