@@ -2,8 +2,9 @@
 # Durable holds over HTTP against a trivial endpoint in the same run, the generator (wrk) on the
 # same two cores as the server. Usage: benches/http/run.sh [BIN_DIR] [SECONDS]
 # BIN_DIR holds `conductor` and `conductor-loadtest` (default target/release).
-# Prints holds/s, latency, the server's CPU per hold, then /healthz req/s.
-# PERF=FILE also records the server with `perf record -g` during the hold run.
+# Prints holds/s, latency, the server's CPU per hold, then /healthz req/s and CPU per request.
+# PERF=FILE also records the server with `perf record` during the hold run (call graphs from
+# DWARF: the release build keeps debug info but no frame pointers).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${1:-target/release}
@@ -23,16 +24,20 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && b
   --stock 10000000 --seed 42 --skus 100 >/dev/null
 
 ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+# Context switches of all the server's threads so far (voluntary and not).
+switches() { cat /proc/"$server"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 hz=$(getconf CLK_TCK)
 before=$(ticks)
+switches_before=$(switches)
 perf=
 if [[ -n "${PERF:-}" ]]; then
-  perf record -q -F 1999 -g -p "$server" -o "$PERF" -- sleep "$secs" 2>/dev/null &
+  perf record -q -F 499 --call-graph dwarf,16384 -p "$server" -o "$PERF" -- sleep "$secs" 2>/dev/null &
   perf=$!
 fi
 out=$(CONDUCTOR_KEY=$key wrk -t2 -c64 -d"$secs" --latency -s "$here/hold.lua" \
   "http://127.0.0.1:$port")
 after=$(ticks)
+switches_after=$(switches)
 [[ -n "$perf" ]] && wait "$perf"
 rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -41,6 +46,14 @@ p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
 non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
 cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$requests" \
   'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')
-echo "holds: ${rps}/s p50 $p50 p99 $p99 server CPU ${cpu_us} us/hold non-2xx ${non2xx:-0}"
-health=$(wrk -t2 -c64 -d3 "http://127.0.0.1:$port/healthz" | awk '/Requests\/sec/ {print $2}')
-echo "healthz: ${health}/s (ratio $(awk -v a="$rps" -v b="$health" 'BEGIN { printf "%.2f", a / b }'))"
+per_hold=$(awk -v a="$switches_before" -v b="$switches_after" -v n="$requests" \
+  'BEGIN { printf "%.2f", (b - a) / n }')
+echo "holds: ${rps}/s p50 $p50 p99 $p99 server CPU ${cpu_us} us/hold, ${per_hold} context switches/hold, non-2xx ${non2xx:-0}"
+before=$(ticks)
+out=$(wrk -t2 -c64 -d3 "http://127.0.0.1:$port/healthz")
+after=$(ticks)
+health=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+requests=$(awk '/requests in/ {print $1}' <<<"$out")
+cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$requests" \
+  'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')
+echo "healthz: ${health}/s (ratio $(awk -v a="$rps" -v b="$health" 'BEGIN { printf "%.2f", a / b }')) server CPU ${cpu_us} us/request"
