@@ -12,6 +12,8 @@
 //!   and the [`WalStats`] counters.
 //! - [`record`]: the byte format of a record (header, crc32c, bincode payload), [`Seq`], the
 //!   one bincode configuration, and the record size limit that keeps sled from writing blobs.
+//! - `handoff`: the bounded queues between the log's threads (they sleep at once when they
+//!   wait, where crossbeam's channel yields the core four times first).
 //! - [`storage`]: the [`Storage`] trait the writer writes through, its sled implementation, and
 //!   the flush-plus-fdatasync that makes sled durable.
 //! - [`snapshot`]: named, chunked, checksummed snapshots tagged with the seq they cover.
@@ -39,6 +41,7 @@
 
 pub mod config;
 pub mod error;
+mod handoff;
 pub mod inspect;
 pub mod record;
 pub mod recovery;

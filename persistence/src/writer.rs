@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use crate::handoff::{self, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 use tracing::{debug, error};
 
@@ -361,17 +361,17 @@ impl<E: Serialize> GroupCommit<E> {
         storage: S,
         config: &WalConfig,
         shared: Arc<Shared>,
-    ) -> Result<(GroupCommit<E>, Sender<Seq>), WalError> {
+    ) -> Result<(GroupCommit<E>, crossbeam_channel::Sender<Seq>), WalError> {
         config.validate()?;
-        let (tx, rx) = crossbeam_channel::bounded(config.queue_appends_max);
+        let (tx, rx) = handoff::bounded(config.queue_appends_max);
         let (go_tx, go_rx) = crossbeam_channel::bounded(1);
-        let (written_tx, written_rx) = crossbeam_channel::bounded(WRITTEN_BATCHES_QUEUED_MAX);
-        let (acks_tx, acks_rx) = crossbeam_channel::bounded::<AckBatch>(ACK_BATCHES_QUEUED_MAX);
+        let (written_tx, written_rx) = handoff::bounded(WRITTEN_BATCHES_QUEUED_MAX);
+        let (acks_tx, acks_rx) = handoff::bounded::<AckBatch>(ACK_BATCHES_QUEUED_MAX);
         let acks_thread = std::thread::Builder::new()
             .name("wal-acks".to_owned())
             .spawn(move || {
                 // Ends when the syncer drops its sender, after the last batch it handed over.
-                for batch in acks_rx {
+                while let Ok(batch) = acks_rx.recv() {
                     for (ack, result) in batch {
                         ack.complete(result);
                     }
@@ -464,7 +464,7 @@ struct Writer<S> {
 }
 
 impl<S: Storage> Writer<S> {
-    fn run(mut self, go: Receiver<Seq>) {
+    fn run(mut self, go: crossbeam_channel::Receiver<Seq>) {
         // Wait for the first seq. The sender dropped unsent means the log closed before any
         // appender existed; nothing can be queued then.
         let Ok(next_seq) = go.recv() else {
@@ -569,7 +569,7 @@ impl<S: Storage> Writer<S> {
     /// Hands a written batch to the syncer; answers it here with `Closed` if the syncer is
     /// gone (it panicked), since then nothing will sync it.
     fn hand_over(&self, written: Written) {
-        if let Err(crossbeam_channel::SendError(written)) = self.written.send(written) {
+        if let Err(handoff::SendError(written)) = self.written.send(written) {
             error!("wal syncer thread is gone; answering a written batch as closed");
             for (ack, _) in written.acks {
                 ack.complete(Err(WalError::Closed));
@@ -680,7 +680,7 @@ impl<Y: Syncer> SyncLoop<Y> {
     /// Hands a sync's answers to the acks thread; answers them here if that thread is gone, so
     /// that no answer is lost and none overtakes an earlier one.
     fn answer(&self, answers: AckBatch) {
-        if let Err(crossbeam_channel::SendError(answers)) = self.acks.send(answers) {
+        if let Err(handoff::SendError(answers)) = self.acks.send(answers) {
             error!("wal acks thread is gone; answering on the syncer thread");
             for (ack, result) in answers {
                 ack.complete(result);
