@@ -45,6 +45,10 @@ pub const EXPIRIES_PER_TICK_MAX: usize = 4_096;
 pub const RESERVATION_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// Finished reservations forgotten per timer tick.
 pub const PRUNES_PER_TICK_MAX: usize = 16_384;
+/// Holds the orchestrator sends a stock point at once out of one collection: it sends each
+/// share as soon as it is this big, so that the stock point and the log start on it while the
+/// rest is planned.
+pub const STOCK_POINT_CHUNK: usize = 64;
 
 pub enum OrchestratorMsg {
     /// Reservations are waiting in the intake: take them (the doorbell of [`crate::intake`]).
@@ -804,23 +808,34 @@ impl OrchestratorState {
             if let Some((sp, hold, here)) =
                 self.single_hold(myself, id, request, 1, reservation, holds, answer, now)
             {
-                per_stock_point.entry(sp).or_default().push((hold, here));
+                let items = per_stock_point.entry(sp).or_default();
+                items.push((hold, here));
+                if items.len() >= STOCK_POINT_CHUNK {
+                    let items = std::mem::take(items);
+                    self.send_holds(sp, items);
+                }
             }
         }
         for (sp, items) in per_stock_point {
-            let mut holds = Vec::with_capacity(items.len());
-            let mut fallbacks = Vec::with_capacity(items.len());
-            for (hold, here) in items {
-                holds.push(hold);
-                fallbacks.push(here);
+            if !items.is_empty() {
+                self.send_holds(sp, items);
             }
-            let sent = self
-                .directory
-                .send(sp, |ticket| StockPointMsg::HoldBatch { holds, ticket });
-            if let Err(error) = sent {
-                for here in fallbacks {
-                    here(HoldAnswer::Failed(error.clone()));
-                }
+        }
+    }
+
+    fn send_holds(&self, sp: StockPointId, items: Vec<(BatchedHold, Fallback)>) {
+        let mut holds = Vec::with_capacity(items.len());
+        let mut fallbacks = Vec::with_capacity(items.len());
+        for (hold, here) in items {
+            holds.push(hold);
+            fallbacks.push(here);
+        }
+        let sent = self
+            .directory
+            .send(sp, |ticket| StockPointMsg::HoldBatch { holds, ticket });
+        if let Err(error) = sent {
+            for here in fallbacks {
+                here(HoldAnswer::Failed(error.clone()));
             }
         }
     }
