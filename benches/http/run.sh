@@ -2,7 +2,8 @@
 # Durable holds over HTTP against a trivial endpoint in the same run, the generator (wrk) on the
 # same two cores as the server. Usage: benches/http/run.sh [BIN_DIR] [SECONDS]
 # BIN_DIR holds `conductor` and `conductor-loadtest` (default target/release).
-# Prints holds/s, latency, the server's CPU per hold, then /healthz req/s and CPU per request.
+# Prints holds/s, latency, the server's CPU per hold, then availability lookups (100 SKUs per
+# request) and /healthz req/s, each with the server's CPU per request.
 # PERF=FILE also records the server with `perf record` during the hold run (call graphs from
 # DWARF: the release build keeps debug info but no frame pointers).
 set -euo pipefail
@@ -49,6 +50,19 @@ cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$requests" \
 per_hold=$(awk -v a="$switches_before" -v b="$switches_after" -v n="$requests" \
   'BEGIN { printf "%.2f", (b - a) / n }')
 echo "holds: ${rps}/s p50 $p50 p99 $p99 server CPU ${cpu_us} us/hold, ${per_hold} context switches/hold, non-2xx ${non2xx:-0}"
+# Availability of 100 SKUs per request (the storefront's batch lookup).
+query=$(for i in $(seq 0 99); do printf 'sku=HOT42-%d&' "$i"; done)
+before=$(ticks)
+out=$(wrk -t2 -c64 -d3 --latency -H "Authorization: Bearer $key" \
+  "http://127.0.0.1:$port/v1/availability?${query%&}")
+after=$(ticks)
+lookups=$(awk '/Requests\/sec/ {printf "%.2f", $2 * 100 / 1e6}' <<<"$out")
+requests=$(awk '/requests in/ {print $1}' <<<"$out")
+p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$requests" \
+  'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')
+echo "availability: ${lookups} M SKU lookups/s (100 per request) p99 $p99 server CPU ${cpu_us} us/request, non-2xx ${non2xx:-0}"
 before=$(ticks)
 out=$(wrk -t2 -c64 -d3 "http://127.0.0.1:$port/healthz")
 after=$(ticks)

@@ -16,3 +16,13 @@ pub fn process_cpu() -> Duration {
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
+
+/// Runtime worker threads for a bench binary: `RUNTIME_THREADS` if set (for A/B runs), else the
+/// live system's default (one core fewer than the machine has, at least one).
+pub fn runtime_threads() -> usize {
+    std::env::var("RUNTIME_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(conductor_actors::process::default_runtime_threads)
+}

@@ -30,6 +30,8 @@ pub struct FileConfig {
     /// How long a confirmed order waits before release (the wave window).
     pub wave_window_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
+    /// Tokio worker threads [default: one fewer than the cores, at least one].
+    pub runtime_threads: Option<usize>,
     /// Simulated warehouse workers; `--demo` turns them on with defaults.
     pub workers: Option<WorkersFile>,
     pub wal: Option<WalFile>,
@@ -54,6 +56,9 @@ pub struct WalFile {
     pub enqueue_timeout_ms: Option<u64>,
 }
 
+/// The most runtime worker threads that may be configured.
+const RUNTIME_THREADS_MAX: usize = 256;
+
 /// The longest a wave window may be configured.
 const WAVE_WINDOW_MS_MAX: u64 = 60_000;
 
@@ -63,6 +68,7 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     pub demo: bool,
     pub admin_key: Option<String>,
+    pub runtime_threads: Option<usize>,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig, String> {
@@ -84,6 +90,15 @@ pub fn resolve(flags: Flags) -> Result<ServeOptions, String> {
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let demo = flags.demo || file.demo.unwrap_or(false);
+    let runtime_threads = flags
+        .runtime_threads
+        .or(file.runtime_threads)
+        .unwrap_or_else(conductor_actors::process::default_runtime_threads);
+    if !(1..=RUNTIME_THREADS_MAX).contains(&runtime_threads) {
+        return Err(format!(
+            "runtime_threads must be in 1..={RUNTIME_THREADS_MAX}"
+        ));
+    }
     let mut config = Config::new(data_dir);
     let wave = file.wave_window_ms.unwrap_or(500);
     if wave > WAVE_WINDOW_MS_MAX {
@@ -129,10 +144,49 @@ pub fn resolve(flags: Flags) -> Result<ServeOptions, String> {
         config,
         admin_key: flags.admin_key,
         demo,
+        runtime_threads,
         request_timeout: Duration::from_millis(
             file.request_timeout_ms
                 .unwrap_or(30_000)
                 .clamp(100, 600_000),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(runtime_threads: Option<usize>, config: Option<PathBuf>) -> Flags {
+        Flags {
+            data_dir: None,
+            listen: None,
+            config,
+            demo: false,
+            admin_key: None,
+            runtime_threads,
+        }
+    }
+
+    #[test]
+    fn runtime_threads_come_from_the_flag_then_the_file_then_the_cores() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("conductor.json");
+        std::fs::write(&file, r#"{"runtime_threads": 3}"#).expect("write config");
+        let from_flag = resolve(flags(Some(2), Some(file.clone()))).expect("valid");
+        assert_eq!(from_flag.runtime_threads, 2);
+        let from_file = resolve(flags(None, Some(file))).expect("valid");
+        assert_eq!(from_file.runtime_threads, 3);
+        let default = resolve(flags(None, None)).expect("valid");
+        assert_eq!(
+            default.runtime_threads,
+            conductor_actors::process::default_runtime_threads()
+        );
+    }
+
+    #[test]
+    fn zero_or_too_many_runtime_threads_are_refused() {
+        assert!(resolve(flags(Some(0), None)).is_err());
+        assert!(resolve(flags(Some(RUNTIME_THREADS_MAX + 1), None)).is_err());
+    }
 }

@@ -39,6 +39,10 @@ enum Command {
         /// Seeds a demo network into an empty store and runs simulated workers and shoppers.
         #[arg(long, env = "CONDUCTOR_DEMO")]
         demo: bool,
+        /// Tokio worker threads [default: one fewer than the cores, at least one: the log's
+        /// threads need a core of their own].
+        #[arg(long, env = "CONDUCTOR_RUNTIME_THREADS")]
+        runtime_threads: Option<usize>,
     },
     /// Offline tools over a stopped server's data directory.
     Wal {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
             listen,
             config,
             demo,
+            runtime_threads,
         } => {
             init_logs();
             let flags = Flags {
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
                 config,
                 demo,
                 admin_key: std::env::var("CONDUCTOR_ADMIN_KEY").ok(),
+                runtime_threads,
             };
             let options = match resolve(flags) {
                 Ok(options) => options,
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
                 }
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(options.runtime_threads)
                 .enable_all()
                 .build()
             {

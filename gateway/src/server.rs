@@ -362,6 +362,8 @@ pub struct ServeOptions {
     pub config: Config,
     pub admin_key: Option<String>,
     pub demo: bool,
+    /// Tokio worker threads; the binary builds its runtime with this many.
+    pub runtime_threads: usize,
     pub request_timeout: Duration,
 }
 
@@ -380,7 +382,7 @@ pub async fn serve(options: ServeOptions) -> std::io::Result<()> {
     });
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     let local = listener.local_addr()?;
-    info!(listen = %local, "listening");
+    info!(listen = %local, runtime_threads = options.runtime_threads, "listening");
     let app = router(st.clone());
     let shutdown_rx = stop_tx.subscribe();
     let server = tokio::spawn(async move {

@@ -475,7 +475,7 @@ fn main() {
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let requesters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(conductor_benches::runtime_threads())
         .enable_all()
         .build()
         .expect("runtime");

@@ -34,7 +34,7 @@ fn main() {
     let wal: Wal<Vec<u8>> = Wal::open(dir.path(), WalConfig::default()).expect("open log");
     let appender = wal.appender();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(conductor_benches::runtime_threads())
         .enable_all()
         .build()
         .expect("runtime");
