@@ -26,6 +26,18 @@ pub enum ReservationStatus {
     Expired,
 }
 
+impl ReservationStatus {
+    /// The status's name in the API and the log (what serde writes), without a serializer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Held => "held",
+            ReservationStatus::Confirmed => "confirmed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ReservedAllocation {
     pub stock_point: StockPointId,
@@ -360,6 +372,19 @@ impl ReservationBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_name_is_the_one_serde_writes() {
+        for status in [
+            ReservationStatus::Held,
+            ReservationStatus::Confirmed,
+            ReservationStatus::Released,
+            ReservationStatus::Expired,
+        ] {
+            let json = serde_json::to_string(&status).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+    }
 
     fn reservation(id: u64, customer: Option<&str>, qty: u64, expires_at: u64) -> ReservationEvent {
         ReservationEvent::Created(Arc::new(Reservation {

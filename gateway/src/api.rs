@@ -605,10 +605,7 @@ fn reserve_request(
 }
 
 pub fn reservation_view(c: &Conductor, network: &Network, r: &Reservation) -> ReservationView {
-    let status = serde_json::to_value(r.status_at(c.now()))
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let status = r.status_at(c.now()).as_str().to_owned();
     // The engine explains with interned ids; the API speaks codes.
     let explanation = ExplanationView {
         rule_set_version: r.explanation.rule_set_version,

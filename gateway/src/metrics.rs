@@ -30,7 +30,9 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    routes: RwLock<HashMap<(String, String), Arc<Histogram>>>,
+    /// By route template, then method: found with borrowed strings, so that recording a request
+    /// allocates nothing.
+    routes: RwLock<HashMap<String, HashMap<String, Arc<Histogram>>>>,
     pub reservations_created: AtomicU64,
     pub reservations_released: AtomicU64,
     pub orders_created: AtomicU64,
@@ -58,7 +60,8 @@ pub fn observe(method: &str, route: &str, status: u16, elapsed: Duration) {
         .routes
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&(method.to_owned(), route.to_owned()))
+        .get(route)
+        .and_then(|by_method| by_method.get(method))
         .cloned();
     let histogram = match existing {
         Some(h) => h,
@@ -66,7 +69,9 @@ pub fn observe(method: &str, route: &str, status: u16, elapsed: Duration) {
             .routes
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .entry((method.to_owned(), route.to_owned()))
+            .entry(route.to_owned())
+            .or_default()
+            .entry(method.to_owned())
             .or_default()
             .clone(),
     };
@@ -95,10 +100,22 @@ pub fn render(conductor: Option<&Conductor>, ready: bool) -> String {
         "# TYPE conductor_http_request_duration_seconds histogram"
     );
     let routes = m.routes.read().unwrap_or_else(|e| e.into_inner());
-    let mut keys: Vec<_> = routes.keys().cloned().collect();
+    let mut keys: Vec<(String, String)> = routes
+        .iter()
+        .flat_map(|(route, by_method)| {
+            by_method
+                .keys()
+                .map(move |method| (method.clone(), route.clone()))
+        })
+        .collect();
     keys.sort();
+    let histogram = |(method, route): &(String, String)| {
+        routes
+            .get(route)
+            .and_then(|by_method| by_method.get(method))
+    };
     for key in &keys {
-        let Some(h) = routes.get(key) else { continue };
+        let Some(h) = histogram(key) else { continue };
         let labels = format!("method=\"{}\",route=\"{}\"", key.0, key.1);
         let mut cumulative = 0;
         for (i, bound) in BUCKETS_S.iter().enumerate() {
@@ -129,7 +146,7 @@ pub fn render(conductor: Option<&Conductor>, ready: bool) -> String {
     );
     let _ = writeln!(out, "# TYPE conductor_http_responses_total counter");
     for key in &keys {
-        let Some(h) = routes.get(key) else { continue };
+        let Some(h) = histogram(key) else { continue };
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
             let n = h.classes[i].load(Ordering::Relaxed);
             if n > 0 {

@@ -80,8 +80,10 @@ pub fn router(st: Shared) -> Router {
     Router::new()
         .merge(v1)
         .merge(ops)
-        .route_layer(middleware::from_fn_with_state(st.clone(), deadline))
-        .route_layer(middleware::from_fn(measure))
+        .route_layer(middleware::from_fn_with_state(
+            st.clone(),
+            measure_with_deadline,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -112,35 +114,31 @@ async fn catch_panic(req: Request, next: Next) -> Response {
     }
 }
 
-async fn measure(req: Request, next: Next) -> Response {
+/// Times every routed request for the metrics, and bounds every one but the stream. A
+/// timed-out command may still take effect: the problem says to retry with the same
+/// Idempotency-Key. One layer, not two: each layer boxes the request's future once more.
+async fn measure_with_deadline(State(st): State<Shared>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let response = next.run(req).await;
+    // A cheap clone (the path is shared), not a copy of the string.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let response = if req.uri().path() == "/v1/availability/stream" {
+        next.run(req).await
+    } else {
+        match tokio::time::timeout(st.request_timeout, next.run(req)).await {
+            Ok(response) => response,
+            Err(_) => Problem::from(conductor_actors::error::CommandError::Timeout).into_response(),
+        }
+    };
     if let Some(route) = route {
         metrics::observe(
             method.as_str(),
-            &route,
+            route.as_str(),
             response.status().as_u16(),
             started.elapsed(),
         );
     }
     response
-}
-
-/// Bounds every request but the stream. A timed-out command may still take effect: the problem
-/// says to retry with the same Idempotency-Key.
-async fn deadline(State(st): State<Shared>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/v1/availability/stream" {
-        return next.run(req).await;
-    }
-    match tokio::time::timeout(st.request_timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => Problem::from(conductor_actors::error::CommandError::Timeout).into_response(),
-    }
 }
 
 /// The scope each `/v1` route needs (stock point binding is checked by the handler, which
@@ -194,11 +192,8 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
     };
     // The scope is checked before the body is read, so that a caller without it learns
     // nothing from validation errors (403 before 422).
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    if let Some(scope) = route.and_then(|r| required_scope(req.method(), &r)) {
+    let route = req.extensions().get::<MatchedPath>();
+    if let Some(scope) = route.and_then(|r| required_scope(req.method(), r.as_str())) {
         if let Err(problem) = key.require(scope) {
             return problem.into_response();
         }
