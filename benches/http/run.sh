@@ -28,6 +28,15 @@ ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 # Context switches of all the server's threads so far (voluntary and not).
 switches() { cat /proc/"$server"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 hz=$(getconf CLK_TCK)
+# Figures from wrk's output ($1): requests/s, requests in all, a latency percentile, non-2xx.
+rate() { awk '/Requests\/sec/ {print $2}' <<<"$1"; }
+count() { awk '/requests in/ {print $1}' <<<"$1"; }
+percentile() { awk -v p="$2" '$1 == p {print $2}' <<<"$1"; }
+non2xx() { awk '/Non-2xx/ {n = $5} END {print n + 0}' <<<"$1"; }
+# The server's CPU in µs per request, from tick readings $1 and $2 over $3 requests.
+cpu_per() {
+  awk -v a="$1" -v b="$2" -v hz="$hz" -v n="$3" 'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }'
+}
 before=$(ticks)
 switches_before=$(switches)
 perf=
@@ -40,34 +49,25 @@ out=$(CONDUCTOR_KEY=$key wrk -t2 -c64 -d"$secs" --latency -s "$here/hold.lua" \
 after=$(ticks)
 switches_after=$(switches)
 [[ -n "$perf" ]] && wait "$perf"
-rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-requests=$(awk '/requests in/ {print $1}' <<<"$out")
-p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$requests" \
-  'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')
+rps=$(rate "$out")
+requests=$(count "$out")
 per_hold=$(awk -v a="$switches_before" -v b="$switches_after" -v n="$requests" \
   'BEGIN { printf "%.2f", (b - a) / n }')
-echo "holds: ${rps}/s p50 $p50 p99 $p99 server CPU ${cpu_us} us/hold, ${per_hold} context switches/hold, non-2xx ${non2xx:-0}"
+echo "holds: ${rps}/s p50 $(percentile "$out" 50%) p99 $(percentile "$out" 99%)" \
+  "server CPU $(cpu_per "$before" "$after" "$requests") us/hold," \
+  "${per_hold} context switches/hold, non-2xx $(non2xx "$out")"
 # Availability of 100 SKUs per request (the storefront's batch lookup).
 query=$(for i in $(seq 0 99); do printf 'sku=HOT42-%d&' "$i"; done)
 before=$(ticks)
 out=$(wrk -t2 -c64 -d3 --latency -H "Authorization: Bearer $key" \
   "http://127.0.0.1:$port/v1/availability?${query%&}")
 after=$(ticks)
-lookups=$(awk '/Requests\/sec/ {printf "%.2f", $2 * 100 / 1e6}' <<<"$out")
-requests=$(awk '/requests in/ {print $1}' <<<"$out")
-p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$requests" \
-  'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')
-echo "availability: ${lookups} M SKU lookups/s (100 per request) p99 $p99 server CPU ${cpu_us} us/request, non-2xx ${non2xx:-0}"
+echo "availability: $(awk -v r="$(rate "$out")" 'BEGIN { printf "%.2f", r * 100 / 1e6 }') M SKU" \
+  "lookups/s (100 per request) p99 $(percentile "$out" 99%)" \
+  "server CPU $(cpu_per "$before" "$after" "$(count "$out")") us/request, non-2xx $(non2xx "$out")"
 before=$(ticks)
 out=$(wrk -t2 -c64 -d3 "http://127.0.0.1:$port/healthz")
 after=$(ticks)
-health=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-requests=$(awk '/requests in/ {print $1}' <<<"$out")
-cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$requests" \
-  'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')
-echo "healthz: ${health}/s (ratio $(awk -v a="$rps" -v b="$health" 'BEGIN { printf "%.2f", a / b }')) server CPU ${cpu_us} us/request"
+health=$(rate "$out")
+echo "healthz: ${health}/s (ratio $(awk -v a="$rps" -v b="$health" 'BEGIN { printf "%.2f", a / b }'))" \
+  "server CPU $(cpu_per "$before" "$after" "$(count "$out")") us/request"

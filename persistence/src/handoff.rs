@@ -107,19 +107,13 @@ impl<T> Sender<T> {
                 return Ok(());
             }
             state.senders_waiting += 1;
-            state = match deadline {
-                None => wait(&self.inner.not_full, state),
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => {
-                        wait_timeout(&self.inner.not_full, state, left)
-                    }
-                    _ => {
-                        state.senders_waiting -= 1;
-                        return Err(SendTimeoutError::Timeout(item));
-                    }
-                },
-            };
+            let waited = wait_until(&self.inner.not_full, state, deadline);
+            let timed_out = waited.is_err();
+            state = waited.unwrap_or_else(|state| state);
             state.senders_waiting -= 1;
+            if timed_out {
+                return Err(SendTimeoutError::Timeout(item));
+            }
         }
     }
 
@@ -200,19 +194,13 @@ impl<T> Receiver<T> {
                 return Err(RecvTimeoutError::Disconnected);
             }
             state.receiver_waiting = true;
-            state = match deadline {
-                None => wait(&self.inner.not_empty, state),
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => {
-                        wait_timeout(&self.inner.not_empty, state, left)
-                    }
-                    _ => {
-                        state.receiver_waiting = false;
-                        return Err(RecvTimeoutError::Timeout);
-                    }
-                },
-            };
+            let waited = wait_until(&self.inner.not_empty, state, deadline);
+            let timed_out = waited.is_err();
+            state = waited.unwrap_or_else(|state| state);
             state.receiver_waiting = false;
+            if timed_out {
+                return Err(RecvTimeoutError::Timeout);
+            }
         }
     }
 
@@ -237,19 +225,26 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
-fn wait<'a, T>(condvar: &Condvar, state: MutexGuard<'a, State<T>>) -> MutexGuard<'a, State<T>> {
-    condvar.wait(state).unwrap_or_else(PoisonError::into_inner)
-}
+type Guard<'a, T> = MutexGuard<'a, State<T>>;
 
-fn wait_timeout<'a, T>(
+/// Waits on `condvar` until notified (or woken spuriously) or until `deadline` (None: no
+/// deadline); `Err` at once, without waiting, if the deadline has passed. Callers re-check
+/// their condition either way.
+fn wait_until<'a, T>(
     condvar: &Condvar,
-    state: MutexGuard<'a, State<T>>,
-    left: Duration,
-) -> MutexGuard<'a, State<T>> {
-    condvar
-        .wait_timeout(state, left)
-        .unwrap_or_else(PoisonError::into_inner)
-        .0
+    state: Guard<'a, T>,
+    deadline: Option<Instant>,
+) -> Result<Guard<'a, T>, Guard<'a, T>> {
+    let Some(deadline) = deadline else {
+        return Ok(condvar.wait(state).unwrap_or_else(PoisonError::into_inner));
+    };
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(condvar
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0),
+        _ => Err(state),
+    }
 }
 
 #[cfg(test)]
