@@ -231,6 +231,7 @@ async fn run_with(
     ));
     let holds = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let failure_told = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let reader = readers.then(|| {
         let (board, stop, reads) = (c.board().clone(), stop.clone(), reads.clone());
@@ -272,12 +273,13 @@ async fn run_with(
         0
     };
     for r in 0..closed_requesters {
-        let (c, stop, latency, holds, refused) = (
+        let (c, stop, latency, holds, refused, failure_told) = (
             c.clone(),
             stop.clone(),
             latency.clone(),
             holds.clone(),
             refused.clone(),
+            failure_told.clone(),
         );
         let sku_codes: Vec<Code> = (0..skus).map(|i| code(&format!("SKU{i}"))).collect();
         tasks.push(tokio::spawn(async move {
@@ -303,13 +305,30 @@ async fn run_with(
                     }
                 };
                 let micros = t.elapsed().as_micros() as u64;
+                let mut failed = None;
                 for answer in answers {
-                    if matches!(answer, Ok(Ok(_))) {
-                        holds.fetch_add(1, Ordering::Relaxed);
-                        let _ = local.record(micros);
-                    } else {
-                        refused.fetch_add(1, Ordering::Relaxed);
+                    match answer {
+                        Ok(Ok(_)) => {
+                            holds.fetch_add(1, Ordering::Relaxed);
+                            let _ = local.record(micros);
+                        }
+                        Ok(Err(_)) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            failed.get_or_insert(error);
+                        }
                     }
+                }
+                if let Some(error) = failed {
+                    if !failure_told.swap(true, Ordering::Relaxed) {
+                        eprintln!("a call failed (later failures are only counted): {error}");
+                    }
+                    // A system that fails every call at once (an actor stopped) would keep these
+                    // tasks from ever waiting; then the workers never turn the timer that ends
+                    // the run, and the bench spins instead of reporting.
+                    tokio::task::yield_now().await;
                 }
             }
             if let Ok(mut all) = latency.lock() {
