@@ -41,9 +41,12 @@ const STOCK_POINT_START_WAIT: Duration = Duration::from_secs(3);
 
 type Created<T> = (StatusCode, Json<T>);
 
-fn qty(field: &str, value: u64) -> ApiResult<Qty> {
+fn qty(field: impl std::fmt::Display, value: u64) -> ApiResult<Qty> {
     if value == 0 || value > LINE_QTY_MAX {
-        return Err(Problem::invalid(field, format!("1 to {LINE_QTY_MAX}")));
+        return Err(Problem::invalid(
+            field.to_string(),
+            format!("1 to {LINE_QTY_MAX}"),
+        ));
     }
     Ok(Qty(value))
 }
@@ -301,7 +304,7 @@ pub async fn adjust(
     for (i, line) in body.adjustments.iter().enumerate() {
         let at = |f: &str| format!("adjustments[{i}].{f}");
         let sp = stock_point_in_body(&network, &at("stock_point"), &line.stock_point)?.id;
-        code(&at("sku"), &line.sku)?;
+        code(at("sku"), &line.sku)?;
         let adjustment = match (line.set_on_hand, line.delta) {
             (Some(n), None) if n <= LINE_QTY_MAX * 1000 => Adjustment::Set(Qty(n)),
             (None, Some(d)) if d.unsigned_abs() <= LINE_QTY_MAX * 1000 => Adjustment::Delta(d),
@@ -571,8 +574,8 @@ fn reserve_request(
     let mut lines = Vec::with_capacity(body.lines.len());
     for (i, line) in body.lines.iter().enumerate() {
         lines.push((
-            code(&format!("lines[{i}].sku"), &line.sku)?,
-            qty(&format!("lines[{i}].qty"), line.qty)?,
+            code(format_args!("lines[{i}].sku"), &line.sku)?,
+            qty(format_args!("lines[{i}].qty"), line.qty)?,
         ));
     }
     let pickup_at = match &body.pickup_at {
@@ -967,7 +970,7 @@ pub async fn open_return(
         lines.push(ReturnLine {
             sku: sku_known(c, &field, &line.sku)?,
             sku_code: code(&field, &line.sku)?,
-            qty: qty(&format!("lines[{i}].qty"), line.qty)?,
+            qty: qty(format_args!("lines[{i}].qty"), line.qty)?,
             condition: line.condition,
         });
     }

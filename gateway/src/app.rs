@@ -167,8 +167,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 }
 
 /// A code from the request (SKU, stock point): 1-64 of `[A-Za-z0-9._-]`, else 422 on `field`.
-pub fn code(field: &str, text: &str) -> ApiResult<Code> {
-    Code::parse(text).map_err(|e| Problem::invalid(field, e.to_string()))
+/// `field` is only spelled out for an error, so a path built with `format_args!` costs
+/// nothing on the way that succeeds.
+pub fn code(field: impl std::fmt::Display, text: &str) -> ApiResult<Code> {
+    Code::parse(text).map_err(|e| Problem::invalid(field.to_string(), e.to_string()))
 }
 
 /// A stock point named in a request body; unknown is 422 (the contract's rule for bodies).

@@ -4,6 +4,7 @@
 //! connection), metrics (route latency), request timeout, then on `/v1` auth and
 //! idempotency. Routing failures (404, 405) and body limits answer problem+json like the rest.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -163,20 +164,21 @@ fn required_scope(method: &Method, route: &str) -> Option<Scope> {
     })
 }
 
-fn bearer(req: &Request) -> Option<String> {
+/// The bearer token, borrowed from the request where it can be (this runs for every call).
+fn bearer(req: &Request) -> Option<Cow<'_, str>> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
         let (scheme, token) = text.split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
+            .then(|| Cow::Borrowed(token.trim()));
     }
     // EventSource cannot send headers: the stream alone takes the key in the query.
     if req.uri().path() == "/v1/availability/stream" {
         let query = req.uri().query()?;
         return form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "key")
-            .map(|(_, v)| v.into_owned());
+            .map(|(_, v)| v);
     }
     None
 }
@@ -198,15 +200,15 @@ async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) ->
             return problem.into_response();
         }
     }
-    let scope = key.id().to_owned();
+    let idempotency = (req.method() == Method::POST)
+        .then(|| req.headers().get("idempotency-key").cloned())
+        .flatten();
+    let scope = idempotency.as_ref().map(|_| key.id().to_owned());
     req.extensions_mut().insert(key);
-    if req.method() != Method::POST {
-        return next.run(req).await;
+    match (idempotency, scope) {
+        (Some(value), Some(scope)) => idempotent(st, scope, value, req, next).await,
+        _ => next.run(req).await,
     }
-    let Some(value) = req.headers().get("idempotency-key").cloned() else {
-        return next.run(req).await;
-    };
-    idempotent(st, scope, value, req, next).await
 }
 
 fn stored_response(stored: &StoredResponse) -> Response {
