@@ -77,6 +77,8 @@ struct FakeState {
     fail_sync_number: Option<u64>,
     /// When set, every sync first waits for one message from here (or its disconnection).
     sync_gate: Option<Receiver<()>>,
+    /// Syncs waiting at the gate right now.
+    syncs_held: Arc<AtomicUsize>,
 }
 
 impl FakeStorage {
@@ -89,6 +91,7 @@ impl FakeStorage {
                 syncs: 0,
                 fail_sync_number: None,
                 sync_gate: None,
+                syncs_held: Arc::default(),
             })),
             write_gate: None,
             writes_held: Arc::default(),
@@ -106,6 +109,11 @@ impl FakeStorage {
     pub fn sync_gate(self, gate: Receiver<()>) -> FakeStorage {
         lock(&self.state).sync_gate = Some(gate);
         self
+    }
+
+    /// How many syncs wait at the sync gate right now, readable while the writer runs.
+    pub fn syncs_held(&self) -> Arc<AtomicUsize> {
+        lock(&self.state).syncs_held.clone()
     }
 
     /// Holds every write until the test sends on (or drops) the gate's sender.
@@ -172,9 +180,14 @@ pub struct FakeSyncer {
 impl Syncer for FakeSyncer {
     fn sync(&mut self) -> io::Result<()> {
         // Waits outside the lock, so that writes go on while a sync is held.
-        let gate = lock(&self.state).sync_gate.clone();
+        let (gate, held) = {
+            let state = lock(&self.state);
+            (state.sync_gate.clone(), state.syncs_held.clone())
+        };
         if let Some(gate) = gate {
+            held.fetch_add(1, Ordering::SeqCst);
             let _ = gate.recv();
+            held.fetch_sub(1, Ordering::SeqCst);
         }
         // One lock for taking the pending writes and journaling the sync: no write lands in
         // the journal between them, so the journal's SyncOk covers exactly the writes before it.

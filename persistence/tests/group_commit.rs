@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{event, events, TestEvent};
 use conductor_persistence::testsuite::{check_acks_follow_syncs, FakeStorage, Journal, Step};
+use conductor_persistence::writer::WRITTEN_BATCHES_QUEUED_MAX;
 use conductor_persistence::{GroupCommit, Seq, WalConfig, WalError};
 
 fn start(storage: FakeStorage, config: WalConfig) -> GroupCommit<TestEvent> {
@@ -47,28 +48,35 @@ fn appends_written_during_a_sync_share_the_next_sync() {
     let (release, gate) = crossbeam_channel::unbounded();
     let storage = FakeStorage::new(journal.clone()).sync_gate(gate);
     let written = storage.events_written();
+    let syncs_held = storage.syncs_held();
     let writer = start(storage, WalConfig::default());
     let appender = writer.appender();
     // The first append is written, and its sync waits at the gate.
     appender.append(events(0, 1), |_| {}).unwrap();
-    wait_until(|| !journal.steps().is_empty());
-    for id in 1..=100u64 {
+    wait_until(|| syncs_held.load(Ordering::SeqCst) == 1);
+    // A writer that wakes for every append writes each as a batch of its own, and at most
+    // WRITTEN_BATCHES_QUEUED_MAX written batches wait for a sync: stay below that bound.
+    let appends = WRITTEN_BATCHES_QUEUED_MAX as u64 - 4;
+    for id in 1..=appends {
         let journal = journal.clone();
         appender
             .append(vec![event(id)], move |result| journal.ack(&result))
             .unwrap();
     }
-    // The writer does not wait for the sync: the hundred are written while it is held.
-    wait_until(|| written.load(Ordering::SeqCst) == 101);
-    assert_eq!(writer.stats().durable_seq, Seq::ZERO);
+    // The writer does not wait for the sync: they are all written while it is held. The gate
+    // opens before any assertion, so that a failure cannot leave the writer waiting for it.
+    let all_written = eventually(|| written.load(Ordering::SeqCst) == 1 + appends);
+    let durable_while_held = writer.stats().durable_seq;
     drop(release);
     writer.close();
+    assert!(all_written, "written: {}", written.load(Ordering::SeqCst));
+    assert_eq!(durable_while_held, Seq::ZERO);
     let steps = journal.steps();
     check_acks_follow_syncs(&steps).unwrap();
     let syncs = steps.iter().filter(|s| **s == Step::SyncOk).count();
     assert_eq!(
         syncs, 2,
-        "one sync for the first append, one for the hundred: {steps:?}"
+        "one sync for the first append, one for the rest: {steps:?}"
     );
     let first_ack = steps.iter().position(|s| matches!(s, Step::AckOk(_)));
     let second_sync = steps
@@ -81,11 +89,19 @@ fn appends_written_during_a_sync_share_the_next_sync() {
 }
 
 fn wait_until(condition: impl Fn() -> bool) {
+    assert!(eventually(condition), "condition never became true");
+}
+
+/// Whether `condition` holds within 10 s.
+fn eventually(condition: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !condition() {
-        assert!(Instant::now() < deadline, "condition never became true");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
+    true
 }
 
 #[test]
