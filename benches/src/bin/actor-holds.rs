@@ -490,6 +490,16 @@ fn print(label: &str, f: &Figures) {
 
 fn main() {
     conductor_actors::process::prepare();
+    // Warnings and errors of the live system (an actor failed, a log write failed) on stderr,
+    // beside the figures; `CONDUCTOR_LOG` as for the server.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONDUCTOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let requesters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
