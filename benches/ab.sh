@@ -9,7 +9,7 @@
 #           scenario (default hot), REQUESTERS the requesters (default 256).
 # RUN_SECONDS is each run's length (default 6 over HTTP, 4 in process). RUNS (default 3) runs of
 # each, alternating A, B, A, B, ...; other environment variables reach both builds alike
-# (CONDUCTOR_RUNTIME_THREADS=2, RUNTIME_THREADS=2, ...).
+# (CONDUCTOR_RUNTIME_THREADS=2 sets the workers of the server and of the bench binaries).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mode=${1:?http or inproc}

@@ -17,10 +17,10 @@ pub fn process_cpu() -> Duration {
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
-/// Runtime worker threads for a bench binary: `RUNTIME_THREADS` if set (for A/B runs), else the
-/// live system's default (one core fewer than the machine has, at least one).
+/// Runtime worker threads for a bench binary: `CONDUCTOR_RUNTIME_THREADS` if set (the server's
+/// setting, for A/B runs), else the live system's default (one core fewer than the cores).
 pub fn runtime_threads() -> usize {
-    std::env::var("RUNTIME_THREADS")
+    std::env::var("CONDUCTOR_RUNTIME_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)

@@ -100,23 +100,18 @@ pub fn render(conductor: Option<&Conductor>, ready: bool) -> String {
         "# TYPE conductor_http_request_duration_seconds histogram"
     );
     let routes = m.routes.read().unwrap_or_else(|e| e.into_inner());
-    let mut keys: Vec<(String, String)> = routes
+    // Sorted by method, then route, so that scrapes list them in a stable order.
+    let mut histograms: Vec<(&str, &str, &Histogram)> = routes
         .iter()
         .flat_map(|(route, by_method)| {
             by_method
-                .keys()
-                .map(move |method| (method.clone(), route.clone()))
+                .iter()
+                .map(move |(method, h)| (method.as_str(), route.as_str(), &**h))
         })
         .collect();
-    keys.sort();
-    let histogram = |(method, route): &(String, String)| {
-        routes
-            .get(route)
-            .and_then(|by_method| by_method.get(method))
-    };
-    for key in &keys {
-        let Some(h) = histogram(key) else { continue };
-        let labels = format!("method=\"{}\",route=\"{}\"", key.0, key.1);
+    histograms.sort_by_key(|&(method, route, _)| (method, route));
+    for &(method, route, h) in &histograms {
+        let labels = format!("method=\"{method}\",route=\"{route}\"");
         let mut cumulative = 0;
         for (i, bound) in BUCKETS_S.iter().enumerate() {
             cumulative += h.buckets[i].load(Ordering::Relaxed);
@@ -145,15 +140,13 @@ pub fn render(conductor: Option<&Conductor>, ready: bool) -> String {
         "# HELP conductor_http_responses_total Responses by route and status class."
     );
     let _ = writeln!(out, "# TYPE conductor_http_responses_total counter");
-    for key in &keys {
-        let Some(h) = histogram(key) else { continue };
+    for &(method, route, h) in &histograms {
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
             let n = h.classes[i].load(Ordering::Relaxed);
             if n > 0 {
                 let _ = writeln!(
                     out,
-                    "conductor_http_responses_total{{method=\"{}\",route=\"{}\",status=\"{class}\"}} {n}",
-                    key.0, key.1
+                    "conductor_http_responses_total{{method=\"{method}\",route=\"{route}\",status=\"{class}\"}} {n}"
                 );
             }
         }
