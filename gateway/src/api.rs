@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Extension;
 use conductor_actors::warehouse::{Task, TaskKind, TaskStatus};
 use conductor_actors::Conductor;
 use conductor_engine::checkout::ReserveRequest;
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::app::{
     code, sku_code, sku_defining, sku_known, sp_code, stock_point_in_body, stock_point_in_path,
-    Caller, IdempotencyContext, JsonBody, OptionalJson, Shared,
+    Caller, IdempotencyContext, Json, JsonBody, OptionalJson, Shared,
 };
 use crate::auth::{Scope, KEY_STOCK_POINTS_MAX, RATE_PER_S_MAX};
 use crate::dto::*;

@@ -10,11 +10,13 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use conductor_actors::Conductor;
 use conductor_engine::ids::{Code, SkuId, StockPointId};
 use conductor_engine::network::{Network, StockPoint};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::auth::{Key, KeyStore};
@@ -129,6 +131,34 @@ fn not_json() -> Problem {
     )
 }
 
+/// The first allocation of a JSON response body. axum's `Json` starts at 128 bytes and doubles,
+/// so a held reservation (~600 bytes with its explanation) was copied three times as it grew.
+const JSON_RESPONSE_CAPACITY: usize = 1024;
+
+/// A JSON response (`application/json`). A value that cannot be serialized is logged and
+/// answered with the internal problem, never a plain-text 500.
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        let mut body = Vec::with_capacity(JSON_RESPONSE_CAPACITY);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "a response did not serialize");
+                Problem::internal().into_response()
+            }
+        }
+    }
+}
+
 /// A strict JSON body: must be `application/json`, at most [`BODY_BYTES_MAX`], and match `T`.
 pub struct JsonBody<T>(pub T);
 
@@ -226,4 +256,49 @@ pub fn sp_code(network: &Network, sp: StockPointId) -> String {
         .get(sp)
         .map(|s| s.code.as_str().to_owned())
         .unwrap_or_else(|| format!("#{}", sp.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::body::to_bytes;
+
+    use super::*;
+
+    async fn parts(response: Response) -> (StatusCode, Option<String>, Bytes) {
+        let status = response.status();
+        let kind = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = to_bytes(response.into_body(), BODY_BYTES_MAX)
+            .await
+            .unwrap_or_default();
+        (status, kind, body)
+    }
+
+    #[tokio::test]
+    async fn a_json_response_is_the_value_as_application_json() {
+        let value = serde_json::json!({"id": "res-1", "lines": [{"sku": "é", "qty": 2}]});
+        let (status, kind, body) = parts(Json(&value).into_response()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(kind.as_deref(), Some("application/json"));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).ok(),
+            Some(value)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_value_that_cannot_be_json_is_the_internal_problem_not_plain_text() {
+        // JSON object keys must be strings: serde_json refuses a map keyed by pairs.
+        let value: BTreeMap<(u8, u8), u8> = BTreeMap::from([((1, 2), 3)]);
+        let (status, kind, body) = parts(Json(value).into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(kind.as_deref(), Some(crate::problem::PROBLEM_JSON));
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(problem["status"], 500);
+    }
 }

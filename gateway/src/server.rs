@@ -35,6 +35,8 @@ use crate::{api, openapi, sse};
 
 /// How long shutdown waits for in-flight requests before it stops the engine anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The availability stream: no deadline, and the only route that takes its key in the query.
+const STREAM_PATH: &str = "/v1/availability/stream";
 
 pub fn router(st: Shared) -> Router {
     let v1 = Router::new()
@@ -53,7 +55,7 @@ pub fn router(st: Shared) -> Router {
         .route("/v1/inventory/receipts", post(api::receipt))
         .route("/v1/skus/{sku}/limits", put(api::sku_limits))
         .route("/v1/availability", get(api::availability))
-        .route("/v1/availability/stream", get(sse::stream))
+        .route(STREAM_PATH, get(sse::stream))
         .route("/v1/reservations", post(api::reserve))
         .route(
             "/v1/reservations/{id}",
@@ -70,8 +72,7 @@ pub fn router(st: Shared) -> Router {
         .route(
             "/v1/sourcing-rules",
             get(api::get_rules).put(api::put_rules),
-        )
-        .route_layer(middleware::from_fn_with_state(st.clone(), authenticate));
+        );
     let ops = Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
@@ -81,10 +82,7 @@ pub fn router(st: Shared) -> Router {
     Router::new()
         .merge(v1)
         .merge(ops)
-        .route_layer(middleware::from_fn_with_state(
-            st.clone(),
-            measure_with_deadline,
-        ))
+        .route_layer(middleware::from_fn_with_state(st.clone(), guard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -115,21 +113,32 @@ async fn catch_panic(req: Request, next: Next) -> Response {
     }
 }
 
-/// Times every routed request for the metrics, and bounds every one but the stream. A
-/// timed-out command may still take effect: the problem says to retry with the same
-/// Idempotency-Key. One layer, not two: each layer boxes the request's future once more.
-async fn measure_with_deadline(State(st): State<Shared>, req: Request, next: Next) -> Response {
+/// Every routed request: timed for the metrics, bounded by the deadline (all but the stream),
+/// and for a `/v1` route authenticated first. One layer, not three: each layer clones the inner
+/// service and boxes the request's future once more. A timed-out command may still take effect:
+/// the problem says to retry with the same Idempotency-Key.
+async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     // A cheap clone (the path is shared), not a copy of the string.
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let response = if req.uri().path() == "/v1/availability/stream" {
-        next.run(req).await
-    } else {
-        match tokio::time::timeout(st.request_timeout, next.run(req)).await {
+    let deadline = (req.uri().path() != STREAM_PATH).then_some(st.request_timeout);
+    let call = async {
+        if route
+            .as_ref()
+            .is_some_and(|r| r.as_str().starts_with("/v1/"))
+        {
+            authenticate(st, req, next).await
+        } else {
+            next.run(req).await
+        }
+    };
+    let response = match deadline {
+        None => call.await,
+        Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(response) => response,
             Err(_) => Problem::from(conductor_actors::error::CommandError::Timeout).into_response(),
-        }
+        },
     };
     if let Some(route) = route {
         metrics::observe(
@@ -174,7 +183,7 @@ fn bearer(req: &Request) -> Option<Cow<'_, str>> {
             .then(|| Cow::Borrowed(token.trim()));
     }
     // EventSource cannot send headers: the stream alone takes the key in the query.
-    if req.uri().path() == "/v1/availability/stream" {
+    if req.uri().path() == STREAM_PATH {
         let query = req.uri().query()?;
         return form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "key")
@@ -183,8 +192,8 @@ fn bearer(req: &Request) -> Option<Cow<'_, str>> {
     None
 }
 
-/// Auth for every `/v1` route, then idempotency for POSTs that carry a key.
-async fn authenticate(State(st): State<Shared>, mut req: Request, next: Next) -> Response {
+/// Auth for a `/v1` route, then idempotency for POSTs that carry a key.
+async fn authenticate(st: Shared, mut req: Request, next: Next) -> Response {
     let Some(token) = bearer(&req) else {
         return Problem::unauthorized("send Authorization: Bearer <key>").into_response();
     };
