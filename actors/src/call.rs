@@ -47,8 +47,23 @@ pub async fn query<M: ractor::Message, T: Send + 'static>(
 
 /// Appends events to the log and waits until they are durable.
 pub async fn log_durably(log: &Log, events: Vec<Event>) -> Result<(), CommandError> {
+    log_durably_then(log, events, || {}).await
+}
+
+/// Appends events to the log, runs `on_durable` once they are durable (on the log's acks
+/// thread, before anyone is answered; not at all if the append fails), and waits for that. A
+/// timeout leaves `on_durable` to run later, when the events do become durable: that is what
+/// makes a durable copy updated there exact, whatever the waiter saw.
+pub async fn log_durably_then(
+    log: &Log,
+    events: Vec<Event>,
+    on_durable: impl FnOnce() + Send + 'static,
+) -> Result<(), CommandError> {
     let (tx, rx) = oneshot::channel();
     log.try_append(events, move |r| {
+        if r.is_ok() {
+            on_durable();
+        }
         let _ = tx.send(r.map(|_| ()).map_err(CommandError::from));
     })?;
     match tokio::time::timeout(CALL_TIMEOUT, rx).await {

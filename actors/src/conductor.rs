@@ -38,7 +38,7 @@ use crate::error::{Answer, CommandError, Refusal};
 use crate::intake::{Intake, Ring};
 use crate::mailbox::Gate;
 use crate::orchestrator::{Downstream, OrchestratorArgs, OrchestratorMsg, StockPointSpec};
-use crate::orders::{DeskArgs, DeskMsg, OrderContext, OrderDesk, OrderMsg};
+use crate::orders::{DeskArgs, DeskMsg, OrderContext, OrderCounts, OrderDesk, OrderMsg};
 use crate::stock_point::{Durable, StockCommand, StockPointActor, StockPointArgs, StockPointMsg};
 use crate::warehouse::{
     OnHandCause, Replenishment, StockView, Task, WarehouseActor, WarehouseArgs, WarehouseMsg,
@@ -58,6 +58,8 @@ pub struct Config {
     pub wal: WalConfig,
     /// How long a confirmed order waits before its fulfilments are released (the wave).
     pub wave_window: Duration,
+    /// How long an order's actor waits without a message before it is passivated.
+    pub order_idle: Duration,
     /// Simulated warehouse workers; `None` means tasks wait for staff.
     pub workers: Option<WorkerConfig>,
     /// How the warehouses release, batch, cartonize, ship and forecast.
@@ -71,6 +73,7 @@ impl Config {
             data_dir: data_dir.into(),
             wal: WalConfig::default(),
             wave_window: Duration::from_millis(500),
+            order_idle: crate::orders::ORDER_IDLE_DEFAULT,
             workers: None,
             wms: WmsConfig::default(),
             clock: Arc::new(SystemClock),
@@ -127,7 +130,8 @@ struct Shared {
     /// which a crashed stock point actor restarts.
     durable: Mutex<FxHashMap<StockPointId, Arc<Durable>>>,
     supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
-    restarts: AtomicU64,
+    /// Actors that failed (stock points and orders), for the metrics.
+    restarts: Arc<AtomicU64>,
     /// A copy of the network for readers that must not wait on the orchestrator's mailbox.
     network: RwLock<Arc<Network>>,
     /// Responses remembered per idempotency key, and the keys whose first request is still
@@ -237,7 +241,7 @@ impl Conductor {
             wms: config.wms.clone(),
             durable: Mutex::new(FxHashMap::default()),
             supervisor: Mutex::new(None),
-            restarts: AtomicU64::new(0),
+            restarts: Arc::new(AtomicU64::new(0)),
             network: RwLock::new(Arc::new(state.network.clone())),
             idempotency: Mutex::new((state.idempotency.clone(), FxHashSet::default())),
         });
@@ -281,6 +285,8 @@ impl Conductor {
             log: log.clone(),
             clock: config.clock.clone(),
             wave_window: config.wave_window,
+            order_idle: config.order_idle,
+            failures: shared.restarts.clone(),
         };
         let (desk, _) = Actor::spawn_linked(
             None,
@@ -874,6 +880,19 @@ impl Conductor {
         if let Some(handle) = self.shared.stock_points.get(sp) {
             let _ = handle.actor.send_message(StockPointMsg::Crash);
         }
+    }
+
+    /// Test hook: makes a live order's actor panic, to exercise supervision.
+    pub fn crash_order(&self, id: OrderId) -> Result<(), CommandError> {
+        self.desk()?
+            .send_message(DeskMsg::Crash(id))
+            .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
+    }
+
+    /// How many orders have a live actor, are passivated, or are down after failing too often.
+    pub async fn order_counts(&self) -> Result<OrderCounts, CommandError> {
+        let desk = self.desk()?;
+        crate::call::query(&desk, DeskMsg::Counts, "order desk stopped").await
     }
 
     /// Refuses new work, lets in-flight work finish, stops the actors and closes the log (which

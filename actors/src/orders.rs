@@ -5,9 +5,17 @@
 //!
 //! An order actor handles one command at a time and waits (asynchronously, with a timeout) for
 //! each durable step, so an order's events are logged in the order they were decided.
+//!
+//! Supervision: each live order has a durable copy, shared with the desk and updated by the
+//! log's acknowledgement (so it holds exactly what is durable, even when the actor timed out
+//! waiting). An actor that panics is restarted from that copy, at most [`RESTARTS_MAX`] times in
+//! [`RESTART_WINDOW`]; then the order stays down and refuses commands until the next start.
+//! Passivation is the desk's decision: an idle actor asks, and the desk stops it only if every
+//! message it routed there has been handled, so that no command is lost in a stopping mailbox.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use conductor_engine::hash::FxHashMap;
 use conductor_engine::ids::{FulfilmentId, OrderId, Qty, ReturnId, SkuId, StockPointId};
@@ -19,11 +27,12 @@ use conductor_engine::order::{
 use conductor_engine::returns::{self, ReturnLine, ReturnPolicy, ReturnRecord};
 use conductor_engine::state::Event;
 use conductor_engine::time::Timestamp;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{debug, warn};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::{debug, error, warn};
 
-use crate::call::{ask, log_durably};
+use crate::call::{ask, log_durably, log_durably_then};
 use crate::clock::Clock;
+use crate::conductor::{RESTARTS_MAX, RESTART_WINDOW};
 use crate::directory::Directory;
 use crate::error::{invalid, Answer, CommandError, Refusal};
 use crate::orchestrator::OrchestratorMsg;
@@ -31,8 +40,10 @@ use crate::stock_point::{reply, Reply, StockCommand, StockPointMsg};
 use crate::warehouse::WarehouseMsg;
 use crate::Log;
 
-/// How long an order actor waits without a message before it passivates.
-pub const ORDER_IDLE_MS: u64 = 30_000;
+/// How long an order actor waits without a message before it passivates, by default.
+pub const ORDER_IDLE_DEFAULT: Duration = Duration::from_secs(30);
+/// How long a failed release waits before it is tried again.
+const RELEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// A step reported by a warehouse.
 #[derive(Clone, Debug)]
@@ -70,6 +81,10 @@ pub enum OrderMsg {
     },
     Get(RpcReplyPort<Order>),
     IdleCheck,
+    /// A failed release, tried again (sent by the actor to itself, not routed by the desk).
+    RetryRelease,
+    /// Test hook: the actor panics, to exercise supervision.
+    Crash,
 }
 
 pub enum DeskMsg {
@@ -78,8 +93,11 @@ pub enum DeskMsg {
     /// Sends to an order's actor, starting it from its passivated state if needed.
     ToOrder(OrderId, OrderMsg),
     Get(OrderId, RpcReplyPort<Option<Order>>),
-    /// An order actor went idle; keep its state.
-    Passivated(Order),
+    /// An order actor has been idle; `handled` counts the messages it has handled.
+    Idle {
+        order: OrderId,
+        handled: u64,
+    },
     OpenReturn {
         order: OrderId,
         lines: Vec<ReturnLine>,
@@ -94,7 +112,17 @@ pub enum DeskMsg {
     GetReturn(ReturnId, RpcReplyPort<Option<ReturnRecord>>),
     StockPointAdded(Box<conductor_engine::network::StockPoint>),
     /// Live and passivated order counts.
-    Counts(RpcReplyPort<(usize, usize)>),
+    Counts(RpcReplyPort<OrderCounts>),
+    /// Test hook: makes a live order's actor panic.
+    Crash(OrderId),
+}
+
+/// How many orders have an actor, how many are passivated, how many are down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrderCounts {
+    pub live: usize,
+    pub passivated: usize,
+    pub down: usize,
 }
 
 /// What every order actor shares.
@@ -106,6 +134,9 @@ pub struct OrderContext {
     pub log: Log,
     pub clock: Arc<dyn Clock>,
     pub wave_window: Duration,
+    pub order_idle: Duration,
+    /// Failed actors, counted for the metrics (shared with the supervisor's count).
+    pub failures: Arc<AtomicU64>,
 }
 
 pub struct OrderDesk;
@@ -121,12 +152,25 @@ pub struct DeskArgs {
 
 pub struct DeskState {
     context: OrderContext,
-    live: FxHashMap<OrderId, ActorRef<OrderMsg>>,
+    live: FxHashMap<OrderId, LiveOrder>,
     resting: FxHashMap<OrderId, Order>,
+    /// Orders whose actor failed too often: readable, refusing commands.
+    down: FxHashMap<OrderId, Order>,
     returns: FxHashMap<ReturnId, ReturnRecord>,
     next_return: u64,
     network: Network,
     policy: ReturnPolicy,
+}
+
+/// An order with an actor.
+struct LiveOrder {
+    actor: ActorRef<OrderMsg>,
+    /// What is durable of the order: the actor's restart point.
+    durable: Arc<Mutex<Order>>,
+    /// Messages sent to this actor (it counts those it handles).
+    routed: u64,
+    /// When its actors failed recently.
+    failures: Vec<Instant>,
 }
 
 impl Actor for OrderDesk {
@@ -143,6 +187,7 @@ impl Actor for OrderDesk {
             context: args.context,
             live: FxHashMap::default(),
             resting: args.orders,
+            down: FxHashMap::default(),
             returns: args.returns,
             next_return: args.next_return,
             network: args.network,
@@ -159,29 +204,42 @@ impl Actor for OrderDesk {
         match message {
             DeskMsg::Start(order) => {
                 let id = order.id;
-                let actor = state.spawn(&myself, order).await?;
-                actor.send_after(state.context.wave_window, || OrderMsg::Release);
+                let wave_window = state.context.wave_window;
+                let live = state.spawn(&myself, order, Vec::new()).await?;
+                live.routed += 1;
+                live.actor.send_after(wave_window, || OrderMsg::Release);
                 debug!(order = %id, "order started");
             }
-            DeskMsg::ToOrder(id, message) => match state.actor(&myself, id).await? {
-                Some(actor) => {
-                    if let Err(error) = actor.send_message(message) {
-                        warn!(order = %id, %error, "order actor gone");
+            DeskMsg::ToOrder(id, message) => {
+                if state.down.contains_key(&id) {
+                    refuse_down(id, message);
+                } else {
+                    match state.actor(&myself, id).await? {
+                        Some(live) => {
+                            live.routed += 1;
+                            if let Err(error) = live.actor.send_message(message) {
+                                warn!(order = %id, %error, "order actor gone");
+                            }
+                        }
+                        None => refuse_missing(id, message),
                     }
                 }
-                None => refuse_missing(id, message),
-            },
+            }
             DeskMsg::Get(id, reply) => {
-                let order = match state.live.get(&id) {
-                    Some(actor) => ractor::call_t!(actor, OrderMsg::Get, 5_000).ok(),
-                    None => state.resting.get(&id).cloned(),
+                let order = match state.live.get_mut(&id) {
+                    Some(live) => {
+                        live.routed += 1;
+                        ractor::call_t!(live.actor, OrderMsg::Get, 5_000).ok()
+                    }
+                    None => state
+                        .resting
+                        .get(&id)
+                        .or_else(|| state.down.get(&id))
+                        .cloned(),
                 };
                 let _ = reply.send(order);
             }
-            DeskMsg::Passivated(order) => {
-                state.live.remove(&order.id);
-                state.resting.insert(order.id, order);
-            }
+            DeskMsg::Idle { order, handled } => state.passivate(order, handled),
             DeskMsg::OpenReturn {
                 order,
                 lines,
@@ -190,8 +248,12 @@ impl Actor for OrderDesk {
             } => {
                 let ret = ReturnId(state.next_return);
                 state.next_return += 1;
+                if state.down.contains_key(&order) {
+                    answer(Err(down(order)));
+                    return Ok(());
+                }
                 match state.actor(&myself, order).await? {
-                    Some(actor) => {
+                    Some(live) => {
                         let me = myself.clone();
                         let message = OrderMsg::OpenReturn {
                             ret,
@@ -204,7 +266,8 @@ impl Actor for OrderDesk {
                                 answer(r)
                             }),
                         };
-                        if actor.send_message(message).is_err() {
+                        live.routed += 1;
+                        if live.actor.send_message(message).is_err() {
                             warn!(%order, "order actor gone");
                         }
                     }
@@ -223,8 +286,58 @@ impl Actor for OrderDesk {
             }
             DeskMsg::StockPointAdded(sp) => state.network.upsert(*sp),
             DeskMsg::Counts(reply) => {
-                let _ = reply.send((state.live.len(), state.resting.len()));
+                let _ = reply.send(OrderCounts {
+                    live: state.live.len(),
+                    passivated: state.resting.len(),
+                    down: state.down.len(),
+                });
             }
+            DeskMsg::Crash(id) => {
+                if let Some(live) = state.live.get(&id) {
+                    let _ = live.actor.send_message(OrderMsg::Crash);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<DeskMsg>,
+        event: SupervisionEvent,
+        state: &mut DeskState,
+    ) -> Result<(), ActorProcessingErr> {
+        // ractor's default stops the desk when any order actor stops, passivation included.
+        let SupervisionEvent::ActorFailed(cell, reason) = event else {
+            return Ok(());
+        };
+        state.context.failures.fetch_add(1, Ordering::Relaxed);
+        let failed = state
+            .live
+            .iter()
+            .find(|(_, live)| live.actor.get_id() == cell.get_id())
+            .map(|(id, _)| *id);
+        let Some(live) = failed.and_then(|id| state.live.remove(&id)) else {
+            error!(actor = ?cell.get_id(), %reason, "an order actor the desk no longer routes to failed");
+            return Ok(());
+        };
+        let order = lock(&live.durable).clone();
+        let id = order.id;
+        let mut failures = live.failures;
+        failures.retain(|at| at.elapsed() < RESTART_WINDOW);
+        if failures.len() >= RESTARTS_MAX {
+            error!(order = %id, %reason, "order actor failed too often; the order stays down and refuses commands");
+            state.down.insert(id, order);
+            return Ok(());
+        }
+        failures.push(Instant::now());
+        error!(order = %id, %reason, "order actor failed; restarting from its durable state");
+        // Messages in the failed mailbox are lost (their callers time out: outcome unknown), the
+        // wave's release among them: release again, which releases only what is still allocated.
+        let restarted = state.spawn(&myself, order, failures).await?;
+        restarted.routed += 1;
+        if let Err(error) = restarted.actor.send_message(OrderMsg::Release) {
+            warn!(order = %id, %error, "restarted order actor gone");
         }
         Ok(())
     }
@@ -236,8 +349,37 @@ fn refuse_missing(id: OrderId, message: OrderMsg) {
         OrderMsg::Step { answer, .. } => answer(Ok(Err(missing()))),
         OrderMsg::Cancel { answer } => answer(Ok(Err(missing()))),
         OrderMsg::OpenReturn { answer, .. } => answer(Ok(Err(missing()))),
-        OrderMsg::Release | OrderMsg::Get(_) | OrderMsg::IdleCheck => {}
+        OrderMsg::Release
+        | OrderMsg::RetryRelease
+        | OrderMsg::Get(_)
+        | OrderMsg::IdleCheck
+        | OrderMsg::Crash => {}
     }
+}
+
+fn down(id: OrderId) -> CommandError {
+    CommandError::Unavailable(format!(
+        "order {id} failed too often and takes no commands until the next start"
+    ))
+}
+
+fn refuse_down(id: OrderId, message: OrderMsg) {
+    match message {
+        OrderMsg::Step { answer, .. } => answer(Err(down(id))),
+        OrderMsg::Cancel { answer } => answer(Err(down(id))),
+        OrderMsg::OpenReturn { answer, .. } => answer(Err(down(id))),
+        OrderMsg::Release
+        | OrderMsg::RetryRelease
+        | OrderMsg::Get(_)
+        | OrderMsg::IdleCheck
+        | OrderMsg::Crash => {}
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The copy is only ever replaced whole or changed by `apply`, which cannot leave it half
+    // done for a panic elsewhere to expose.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl DeskState {
@@ -245,31 +387,54 @@ impl DeskState {
         &mut self,
         desk: &ActorRef<DeskMsg>,
         order: Order,
-    ) -> Result<ActorRef<OrderMsg>, ActorProcessingErr> {
+        failures: Vec<Instant>,
+    ) -> Result<&mut LiveOrder, ActorProcessingErr> {
         let id = order.id;
+        let durable = Arc::new(Mutex::new(order.clone()));
         let args = OrderArgs {
             order,
+            durable: durable.clone(),
             context: self.context.clone(),
             desk: desk.clone(),
             network: self.network.clone(),
             policy: self.policy.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, OrderActor, args, desk.get_cell()).await?;
-        self.live.insert(id, actor.clone());
-        Ok(actor)
+        let live = LiveOrder {
+            actor,
+            durable,
+            routed: 0,
+            failures,
+        };
+        Ok(self.live.entry(id).insert_entry(live).into_mut())
     }
 
     async fn actor(
         &mut self,
         desk: &ActorRef<DeskMsg>,
         id: OrderId,
-    ) -> Result<Option<ActorRef<OrderMsg>>, ActorProcessingErr> {
-        if let Some(actor) = self.live.get(&id) {
-            return Ok(Some(actor.clone()));
+    ) -> Result<Option<&mut LiveOrder>, ActorProcessingErr> {
+        if self.live.contains_key(&id) {
+            return Ok(self.live.get_mut(&id));
         }
         match self.resting.remove(&id) {
-            Some(order) => Ok(Some(self.spawn(desk, order).await?)),
+            Some(order) => Ok(Some(self.spawn(desk, order, Vec::new()).await?)),
             None => Ok(None),
+        }
+    }
+
+    /// Stops an idle actor and keeps its order, unless a message is still on its way to it.
+    fn passivate(&mut self, id: OrderId, handled: u64) {
+        let Some(live) = self.live.get(&id) else {
+            return;
+        };
+        if live.routed != handled {
+            return;
+        }
+        if let Some(live) = self.live.remove(&id) {
+            let order = lock(&live.durable).clone();
+            live.actor.stop(Some("passivated".into()));
+            self.resting.insert(id, order);
         }
     }
 
@@ -326,6 +491,7 @@ pub struct OrderActor;
 
 pub struct OrderArgs {
     order: Order,
+    durable: Arc<Mutex<Order>>,
     context: OrderContext,
     desk: ActorRef<DeskMsg>,
     network: Network,
@@ -333,7 +499,16 @@ pub struct OrderArgs {
 }
 
 pub struct OrderState {
+    /// The working copy: equal to `durable` between messages, unless a wait for the log failed.
     order: Order,
+    /// Shared with the desk; the log's acknowledgements apply to it.
+    durable: Arc<Mutex<Order>>,
+    /// A wait for the log failed: take the durable copy before the next message.
+    stale: bool,
+    /// Messages the desk routed here that have been handled (see `DeskState::passivate`).
+    handled: u64,
+    /// A failed release will be tried again; an actor with one pending does not passivate.
+    retry_pending: bool,
     context: OrderContext,
     desk: ActorRef<DeskMsg>,
     network: Network,
@@ -351,10 +526,14 @@ impl Actor for OrderActor {
         myself: ActorRef<OrderMsg>,
         args: OrderArgs,
     ) -> Result<OrderState, ActorProcessingErr> {
-        myself.send_interval(Duration::from_millis(ORDER_IDLE_MS), || OrderMsg::IdleCheck);
+        myself.send_interval(args.context.order_idle, || OrderMsg::IdleCheck);
         Ok(OrderState {
             last_message: args.context.clock.now(),
             order: args.order,
+            durable: args.durable,
+            stale: false,
+            handled: 0,
+            retry_pending: false,
             context: args.context,
             desk: args.desk,
             network: args.network,
@@ -369,31 +548,51 @@ impl Actor for OrderActor {
         state: &mut OrderState,
     ) -> Result<(), ActorProcessingErr> {
         let now = state.context.clock.now();
+        if state.stale {
+            state.order = lock(&state.durable).clone();
+            state.stale = false;
+        }
         match message {
             OrderMsg::IdleCheck => {
-                if now.0.saturating_sub(state.last_message.0) >= ORDER_IDLE_MS {
-                    let _ = state
-                        .desk
-                        .send_message(DeskMsg::Passivated(state.order.clone()));
-                    myself.stop(Some("passivated".into()));
+                let idle_ms = now.0.saturating_sub(state.last_message.0);
+                let idle_for =
+                    u64::try_from(state.context.order_idle.as_millis()).unwrap_or(u64::MAX);
+                if idle_ms >= idle_for && !state.retry_pending {
+                    let _ = state.desk.send_message(DeskMsg::Idle {
+                        order: state.order.id,
+                        handled: state.handled,
+                    });
                 }
                 return Ok(());
             }
-            OrderMsg::Release => {
-                if let Err(error) = state.release_all().await {
-                    warn!(order = %state.order.id, %error, "release failed; retrying");
-                    myself.send_after(Duration::from_secs(1), || OrderMsg::Release);
-                }
+            OrderMsg::Crash => panic!("crash requested by a test hook"),
+            OrderMsg::RetryRelease => {
+                state.retry_pending = false;
+                state.release_or_retry(&myself).await;
             }
-            OrderMsg::Step { step, answer } => answer(state.step(step).await),
-            OrderMsg::Cancel { answer } => answer(state.cancel().await),
+            OrderMsg::Release => {
+                state.handled += 1;
+                state.release_or_retry(&myself).await;
+            }
+            OrderMsg::Step { step, answer } => {
+                state.handled += 1;
+                answer(state.step(step).await);
+            }
+            OrderMsg::Cancel { answer } => {
+                state.handled += 1;
+                answer(state.cancel().await);
+            }
             OrderMsg::OpenReturn {
                 ret,
                 lines,
                 drop_off,
                 answer,
-            } => answer(state.open_return(ret, lines, drop_off).await),
+            } => {
+                state.handled += 1;
+                answer(state.open_return(ret, lines, drop_off).await);
+            }
             OrderMsg::Get(reply) => {
+                state.handled += 1;
                 let _ = reply.send(state.order.clone());
             }
         }
@@ -407,6 +606,28 @@ fn refusal(error: OrderError) -> Refusal {
 }
 
 impl OrderState {
+    /// Logs `events`, applies them to the durable copy with `apply` once durable, and waits. If
+    /// the wait fails the working copy may be behind: it is taken from the durable copy again.
+    async fn log_then(
+        &mut self,
+        events: Vec<Event>,
+        apply: impl FnOnce() + Send + 'static,
+    ) -> Result<(), CommandError> {
+        let result = log_durably_then(&self.context.log, events, apply).await;
+        if result.is_err() {
+            self.stale = true;
+        }
+        result
+    }
+
+    async fn release_or_retry(&mut self, myself: &ActorRef<OrderMsg>) {
+        if let Err(error) = self.release_all().await {
+            warn!(order = %self.order.id, %error, "release failed; retrying");
+            self.retry_pending = true;
+            myself.send_after(RELEASE_RETRY, || OrderMsg::RetryRelease);
+        }
+    }
+
     /// Decides nothing itself: logs `events` (already decided against this order), waits until
     /// they are durable, then applies them.
     async fn record(&mut self, events: Vec<OrderEvent>) -> Result<(), CommandError> {
@@ -420,7 +641,15 @@ impl OrderState {
                 event: Box::new(e.clone()),
             })
             .collect();
-        log_durably(&self.context.log, logged).await?;
+        let durable = self.durable.clone();
+        let applied = events.clone();
+        self.log_then(logged, move || {
+            let mut order = lock(&durable);
+            for event in &applied {
+                order::apply(&mut order, event, now);
+            }
+        })
+        .await?;
         for event in &events {
             order::apply(&mut self.order, event, now);
         }
@@ -685,7 +914,12 @@ impl OrderState {
                 event: Box::new(event),
             },
         ];
-        log_durably(&self.context.log, logged).await?;
+        let durable = self.durable.clone();
+        let applied = opened.clone();
+        self.log_then(logged, move || {
+            order::apply(&mut lock(&durable), &applied, now)
+        })
+        .await?;
         order::apply(&mut self.order, &opened, now);
         Ok(Ok(record))
     }

@@ -5,6 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use conductor_actors::error::CommandError;
+use conductor_actors::orders::OrderCounts;
 use conductor_engine::ids::Qty;
 use conductor_engine::order::OrderStatus;
 use conductor_engine::reservation::ReservationStatus;
@@ -133,6 +135,96 @@ async fn a_stock_point_that_keeps_failing_is_left_down_and_refuses_writes() {
         )
         .await;
     assert!(refused.is_err(), "{refused:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_order_is_passivated_and_comes_back_on_its_next_message() {
+    let system = start_configured(|config| config.order_idle = Duration::from_millis(100)).await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
+    let passivated = OrderCounts {
+        live: 0,
+        passivated: 1,
+        down: 0,
+    };
+    eventually("the idle order is passivated", || async {
+        c.order_counts().await.ok() == Some(passivated)
+    })
+    .await;
+    let resting = c.order(order.id).await.unwrap().unwrap();
+    assert_eq!(resting.status(), OrderStatus::Released);
+    // The next command starts it again from what was kept, and the desk still routes.
+    let cancelled = c.cancel_order(order.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status(), OrderStatus::Cancelled);
+    assert_eq!(available(&c, wh1, a).await, 10);
+    eventually("it is passivated again", || async {
+        c.order_counts().await.ok() == Some(passivated)
+    })
+    .await;
+    assert_eq!(
+        c.order(order.id).await.unwrap().unwrap().status(),
+        OrderStatus::Cancelled
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_order_actor_restarts_from_its_durable_state() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
+    eventually("the order is released to the warehouse", || async {
+        !c.tasks(wh1, true).await.unwrap().is_empty()
+    })
+    .await;
+    let before = c.order(order.id).await.unwrap().unwrap();
+    c.crash_order(order.id).unwrap();
+    eventually("the desk restarts it", || async { c.restarts() == 1 }).await;
+    let after = c.order(order.id).await.unwrap().unwrap();
+    assert_eq!(
+        after, before,
+        "the restarted order has exactly the durable state"
+    );
+    // The warehouse's confirmations reach the restarted actor.
+    for task in c.tasks(wh1, true).await.unwrap() {
+        c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
+    }
+    assert_eq!(
+        c.order(order.id).await.unwrap().unwrap().status(),
+        OrderStatus::Picking
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_actor_that_keeps_failing_stays_down_and_refuses_commands() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
+    for n in 1..=6u64 {
+        c.crash_order(order.id).unwrap();
+        eventually("the failure is counted", || async { c.restarts() == n }).await;
+    }
+    let counts = c.order_counts().await.unwrap();
+    assert_eq!((counts.live, counts.down), (0, 1), "{counts:?}");
+    let refused = c.cancel_order(order.id).await;
+    assert!(
+        matches!(refused, Err(CommandError::Unavailable(_))),
+        "{refused:?}"
+    );
+    // Still readable, and its stock still held.
+    assert!(c.order(order.id).await.unwrap().is_some());
+    assert_eq!(available(&c, wh1, a).await, 8);
     c.shutdown().await;
 }
 

@@ -30,6 +30,15 @@ pub async fn start() -> System {
     System { conductor, dir }
 }
 
+/// A system whose configuration `adjust` changes first.
+pub async fn start_configured(adjust: impl FnOnce(&mut Config)) -> System {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(dir.path());
+    adjust(&mut config);
+    let (conductor, _) = Conductor::start(config).await.expect("start");
+    System { conductor, dir }
+}
+
 pub async fn restart(system: System) -> System {
     system.conductor.shutdown().await;
     let (conductor, _) = Conductor::start(config(system.dir.path()))
