@@ -51,9 +51,10 @@ pub async fn log_durably(log: &Log, events: Vec<Event>) -> Result<(), CommandErr
 }
 
 /// Appends events to the log, runs `on_durable` once they are durable (on the log's acks
-/// thread, before anyone is answered; not at all if the append fails), and waits for that. A
-/// timeout leaves `on_durable` to run later, when the events do become durable: that is what
-/// makes a durable copy updated there exact, whatever the waiter saw.
+/// thread, before anyone is answered), and waits for that. A timeout leaves `on_durable` to run
+/// later, when the events do become durable: that is what makes a durable copy updated there
+/// exact, whatever the waiter saw. If the log refuses or fails the append, `on_durable` is
+/// dropped without running.
 pub async fn log_durably_then(
     log: &Log,
     events: Vec<Event>,

@@ -6,12 +6,15 @@
 //! An order actor handles one command at a time and waits (asynchronously, with a timeout) for
 //! each durable step, so an order's events are logged in the order they were decided.
 //!
-//! Supervision: each live order has a durable copy, shared with the desk and updated by the
-//! log's acknowledgement (so it holds exactly what is durable, even when the actor timed out
-//! waiting). An actor that panics is restarted from that copy, at most [`RESTARTS_MAX`] times in
+//! Supervision: each live order has a durable copy ([`DurableOrder`]), shared with the desk and
+//! updated by the log's acknowledgement, so it holds exactly what is durable even when the actor
+//! timed out waiting; it also counts the appends still in flight. An actor that panics is
+//! restarted from that copy once nothing is in flight, at most [`RESTARTS_MAX`] times in
 //! [`RESTART_WINDOW`]; then the order stays down and refuses commands until the next start.
-//! Passivation is the desk's decision: an idle actor asks, and the desk stops it only if every
-//! message it routed there has been handled, so that no command is lost in a stopping mailbox.
+//! Passivation is the desk's decision: an idle actor asks, and the desk stops it only if it is
+//! still that order's actor, has handled every message the desk routed there, and has nothing
+//! in flight, so that no command is lost in a stopping mailbox and no late acknowledgement is
+//! lost with it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,10 +30,10 @@ use conductor_engine::order::{
 use conductor_engine::returns::{self, ReturnLine, ReturnPolicy, ReturnRecord};
 use conductor_engine::state::Event;
 use conductor_engine::time::Timestamp;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{debug, error, warn};
 
-use crate::call::{ask, log_durably, log_durably_then};
+use crate::call::{ask, log_durably, log_durably_then, CALL_TIMEOUT};
 use crate::clock::Clock;
 use crate::conductor::{RESTARTS_MAX, RESTART_WINDOW};
 use crate::directory::Directory;
@@ -79,7 +82,8 @@ pub enum OrderMsg {
         drop_off: Option<StockPointId>,
         answer: Reply<Answer<ReturnRecord>>,
     },
-    Get(RpcReplyPort<Order>),
+    /// The order, answered to the desk's caller directly (the desk does not wait for it).
+    Get(RpcReplyPort<Option<Order>>),
     IdleCheck,
     /// A failed release, tried again (sent by the actor to itself, not routed by the desk).
     RetryRelease,
@@ -93,9 +97,10 @@ pub enum DeskMsg {
     /// Sends to an order's actor, starting it from its passivated state if needed.
     ToOrder(OrderId, OrderMsg),
     Get(OrderId, RpcReplyPort<Option<Order>>),
-    /// An order actor has been idle; `handled` counts the messages it has handled.
+    /// An order's actor (`actor`) has been idle; `handled` counts the messages it has handled.
     Idle {
         order: OrderId,
+        actor: ActorId,
         handled: u64,
     },
     OpenReturn {
@@ -166,11 +171,63 @@ pub struct DeskState {
 struct LiveOrder {
     actor: ActorRef<OrderMsg>,
     /// What is durable of the order: the actor's restart point.
-    durable: Arc<Mutex<Order>>,
+    durable: Arc<DurableOrder>,
     /// Messages sent to this actor (it counts those it handles).
     routed: u64,
     /// When its actors failed recently.
     failures: Vec<Instant>,
+}
+
+/// What the log has acknowledged of an order, and how many of its appends are still in flight.
+pub struct DurableOrder {
+    order: Mutex<Order>,
+    in_flight: AtomicU64,
+}
+
+impl DurableOrder {
+    fn new(order: Order) -> DurableOrder {
+        DurableOrder {
+            order: Mutex::new(order),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> Order {
+        lock(&self.order).clone()
+    }
+
+    fn settled(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits (at most [`CALL_TIMEOUT`]) until no append is in flight; false if one still is.
+    async fn wait_settled(&self) -> bool {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while !self.settled() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+}
+
+/// One append of an order, counted in flight from creation until dropped: after its
+/// acknowledgement is applied, or with the callback when the log refuses or fails the append.
+struct InFlight(Arc<DurableOrder>);
+
+impl InFlight {
+    fn new(durable: Arc<DurableOrder>) -> InFlight {
+        durable.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(durable)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Actor for OrderDesk {
@@ -225,33 +282,35 @@ impl Actor for OrderDesk {
                     }
                 }
             }
-            DeskMsg::Get(id, reply) => {
-                let order = match state.live.get_mut(&id) {
-                    Some(live) => {
-                        live.routed += 1;
-                        ractor::call_t!(live.actor, OrderMsg::Get, 5_000).ok()
+            DeskMsg::Get(id, reply) => match state.live.get_mut(&id) {
+                Some(live) => {
+                    live.routed += 1;
+                    if let Err(error) = live.actor.send_message(OrderMsg::Get(reply)) {
+                        warn!(order = %id, %error, "order actor gone");
                     }
-                    None => state
-                        .resting
-                        .get(&id)
-                        .or_else(|| state.down.get(&id))
-                        .cloned(),
-                };
-                let _ = reply.send(order);
-            }
-            DeskMsg::Idle { order, handled } => state.passivate(order, handled),
+                }
+                None => {
+                    let order = state.resting.get(&id).or_else(|| state.down.get(&id));
+                    let _ = reply.send(order.cloned());
+                }
+            },
+            DeskMsg::Idle {
+                order,
+                actor,
+                handled,
+            } => state.passivate(order, actor, handled),
             DeskMsg::OpenReturn {
                 order,
                 lines,
                 drop_off,
                 answer,
             } => {
-                let ret = ReturnId(state.next_return);
-                state.next_return += 1;
                 if state.down.contains_key(&order) {
                     answer(Err(down(order)));
                     return Ok(());
                 }
+                let ret = ReturnId(state.next_return);
+                state.next_return += 1;
                 match state.actor(&myself, order).await? {
                     Some(live) => {
                         let me = myself.clone();
@@ -321,7 +380,12 @@ impl Actor for OrderDesk {
             error!(actor = ?cell.get_id(), %reason, "an order actor the desk no longer routes to failed");
             return Ok(());
         };
-        let order = lock(&live.durable).clone();
+        // Appends the failed actor made may still be on their way: their acknowledgements update
+        // this same copy, which the restarted actor shares.
+        if !live.durable.wait_settled().await {
+            warn!(actor = ?cell.get_id(), "an order's append is still in flight after the wait");
+        }
+        let order = live.durable.snapshot();
         let id = order.id;
         let mut failures = live.failures;
         failures.retain(|at| at.elapsed() < RESTART_WINDOW);
@@ -334,7 +398,7 @@ impl Actor for OrderDesk {
         error!(order = %id, %reason, "order actor failed; restarting from its durable state");
         // Messages in the failed mailbox are lost (their callers time out: outcome unknown), the
         // wave's release among them: release again, which releases only what is still allocated.
-        let restarted = state.spawn(&myself, order, failures).await?;
+        let restarted = state.start(&myself, live.durable, failures).await?;
         restarted.routed += 1;
         if let Err(error) = restarted.actor.send_message(OrderMsg::Release) {
             warn!(order = %id, %error, "restarted order actor gone");
@@ -389,8 +453,19 @@ impl DeskState {
         order: Order,
         failures: Vec<Instant>,
     ) -> Result<&mut LiveOrder, ActorProcessingErr> {
+        self.start(desk, Arc::new(DurableOrder::new(order)), failures)
+            .await
+    }
+
+    /// Starts an actor on `durable`: a new copy, or the one a failed actor left.
+    async fn start(
+        &mut self,
+        desk: &ActorRef<DeskMsg>,
+        durable: Arc<DurableOrder>,
+        failures: Vec<Instant>,
+    ) -> Result<&mut LiveOrder, ActorProcessingErr> {
+        let order = durable.snapshot();
         let id = order.id;
-        let durable = Arc::new(Mutex::new(order.clone()));
         let args = OrderArgs {
             order,
             durable: durable.clone(),
@@ -423,18 +498,18 @@ impl DeskState {
         }
     }
 
-    /// Stops an idle actor and keeps its order, unless a message is still on its way to it.
-    fn passivate(&mut self, id: OrderId, handled: u64) {
+    /// Stops an idle actor and keeps its order, unless the actor has been replaced since it
+    /// asked, a message is still on its way to it, or an append of it is still in flight.
+    fn passivate(&mut self, id: OrderId, actor: ActorId, handled: u64) {
         let Some(live) = self.live.get(&id) else {
             return;
         };
-        if live.routed != handled {
+        if live.actor.get_id() != actor || live.routed != handled || !live.durable.settled() {
             return;
         }
         if let Some(live) = self.live.remove(&id) {
-            let order = lock(&live.durable).clone();
             live.actor.stop(Some("passivated".into()));
-            self.resting.insert(id, order);
+            self.resting.insert(id, live.durable.snapshot());
         }
     }
 
@@ -491,7 +566,7 @@ pub struct OrderActor;
 
 pub struct OrderArgs {
     order: Order,
-    durable: Arc<Mutex<Order>>,
+    durable: Arc<DurableOrder>,
     context: OrderContext,
     desk: ActorRef<DeskMsg>,
     network: Network,
@@ -502,8 +577,9 @@ pub struct OrderState {
     /// The working copy: equal to `durable` between messages, unless a wait for the log failed.
     order: Order,
     /// Shared with the desk; the log's acknowledgements apply to it.
-    durable: Arc<Mutex<Order>>,
-    /// A wait for the log failed: take the durable copy before the next message.
+    durable: Arc<DurableOrder>,
+    /// A wait for the log failed: before deciding anything else, wait until nothing is in
+    /// flight and take the durable copy.
     stale: bool,
     /// Messages the desk routed here that have been handled (see `DeskState::passivate`).
     handled: u64,
@@ -549,8 +625,14 @@ impl Actor for OrderActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = state.context.clock.now();
         if state.stale {
-            state.order = lock(&state.durable).clone();
-            state.stale = false;
+            if state.durable.wait_settled().await {
+                state.order = state.durable.snapshot();
+                state.stale = false;
+            } else {
+                // Deciding against a copy that misses an acknowledged change could log it twice.
+                state.refuse_unsettled(&myself, message);
+                return Ok(());
+            }
         }
         match message {
             OrderMsg::IdleCheck => {
@@ -560,6 +642,7 @@ impl Actor for OrderActor {
                 if idle_ms >= idle_for && !state.retry_pending {
                     let _ = state.desk.send_message(DeskMsg::Idle {
                         order: state.order.id,
+                        actor: myself.get_id(),
                         handled: state.handled,
                     });
                 }
@@ -593,7 +676,7 @@ impl Actor for OrderActor {
             }
             OrderMsg::Get(reply) => {
                 state.handled += 1;
-                let _ = reply.send(state.order.clone());
+                let _ = reply.send(Some(state.order.clone()));
             }
         }
         state.last_message = now;
@@ -611,20 +694,54 @@ impl OrderState {
     async fn log_then(
         &mut self,
         events: Vec<Event>,
-        apply: impl FnOnce() + Send + 'static,
+        apply: impl FnOnce(&mut Order) + Send + 'static,
     ) -> Result<(), CommandError> {
-        let result = log_durably_then(&self.context.log, events, apply).await;
+        let in_flight = InFlight::new(self.durable.clone());
+        let result = log_durably_then(&self.context.log, events, move || {
+            apply(&mut lock(&in_flight.0.order));
+            drop(in_flight);
+        })
+        .await;
         if result.is_err() {
             self.stale = true;
         }
         result
     }
 
+    /// Answers a message that arrived while an earlier append's outcome is still unknown
+    /// (counted as handled: the desk routed it and it is answered).
+    fn refuse_unsettled(&mut self, myself: &ActorRef<OrderMsg>, message: OrderMsg) {
+        let unsettled = || {
+            CommandError::Unavailable(
+                "the order's last change is not yet confirmed by the log; retry".into(),
+            )
+        };
+        match message {
+            OrderMsg::Step { answer, .. } => answer(Err(unsettled())),
+            OrderMsg::Cancel { answer } => answer(Err(unsettled())),
+            OrderMsg::OpenReturn { answer, .. } => answer(Err(unsettled())),
+            OrderMsg::Get(reply) => {
+                let _ = reply.send(Some(self.durable.snapshot()));
+            }
+            OrderMsg::Release => self.retry_release(myself),
+            OrderMsg::RetryRelease => {
+                self.retry_release(myself);
+                return;
+            }
+            OrderMsg::IdleCheck | OrderMsg::Crash => return,
+        }
+        self.handled += 1;
+    }
+
+    fn retry_release(&mut self, myself: &ActorRef<OrderMsg>) {
+        self.retry_pending = true;
+        myself.send_after(RELEASE_RETRY, || OrderMsg::RetryRelease);
+    }
+
     async fn release_or_retry(&mut self, myself: &ActorRef<OrderMsg>) {
         if let Err(error) = self.release_all().await {
             warn!(order = %self.order.id, %error, "release failed; retrying");
-            self.retry_pending = true;
-            myself.send_after(RELEASE_RETRY, || OrderMsg::RetryRelease);
+            self.retry_release(myself);
         }
     }
 
@@ -641,12 +758,10 @@ impl OrderState {
                 event: Box::new(e.clone()),
             })
             .collect();
-        let durable = self.durable.clone();
         let applied = events.clone();
-        self.log_then(logged, move || {
-            let mut order = lock(&durable);
+        self.log_then(logged, move |order| {
             for event in &applied {
-                order::apply(&mut order, event, now);
+                order::apply(order, event, now);
             }
         })
         .await?;
@@ -914,12 +1029,9 @@ impl OrderState {
                 event: Box::new(event),
             },
         ];
-        let durable = self.durable.clone();
         let applied = opened.clone();
-        self.log_then(logged, move || {
-            order::apply(&mut lock(&durable), &applied, now)
-        })
-        .await?;
+        self.log_then(logged, move |order| order::apply(order, &applied, now))
+            .await?;
         order::apply(&mut self.order, &opened, now);
         Ok(Ok(record))
     }
