@@ -38,7 +38,9 @@ use crate::error::{Answer, CommandError, Refusal};
 use crate::intake::{Intake, Ring};
 use crate::mailbox::Gate;
 use crate::orchestrator::{Downstream, OrchestratorArgs, OrchestratorMsg, StockPointSpec};
-use crate::orders::{DeskArgs, DeskMsg, OrderContext, OrderCounts, OrderDesk, OrderMsg};
+use crate::orders::{
+    released_at, DeskArgs, DeskMsg, OrderContext, OrderCounts, OrderDesk, OrderMsg,
+};
 use crate::stock_point::{Durable, StockCommand, StockPointActor, StockPointArgs, StockPointMsg};
 use crate::warehouse::{
     OnHandCause, Replenishment, StockView, Task, WarehouseActor, WarehouseArgs, WarehouseMsg,
@@ -305,7 +307,7 @@ impl Conductor {
         .map_err(|e| StartError::Spawn(e.to_string()))?;
         *lock(&shared.desk) = Some(desk.clone());
         for sp in state.network.iter() {
-            let released = released_at(&state.orders, sp.id);
+            let released = released_at(state.orders.values(), sp.id);
             start_warehouse(&shared, &supervisor, sp.id, released)
                 .await
                 .map_err(|e| StartError::Spawn(e.to_string()))?;
@@ -882,6 +884,13 @@ impl Conductor {
         }
     }
 
+    /// Test hook: makes a warehouse actor panic, to exercise supervision.
+    pub fn crash_warehouse(&self, sp: StockPointId) {
+        if let Some(handle) = self.shared.warehouses.get(sp) {
+            let _ = handle.actor.send_message(WarehouseMsg::Crash);
+        }
+    }
+
     /// Test hook: makes a live order's actor panic, to exercise supervision.
     pub fn crash_order(&self, id: OrderId) -> Result<(), CommandError> {
         self.desk()?
@@ -919,29 +928,6 @@ impl Conductor {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn released_at(
-    orders: &FxHashMap<OrderId, Order>,
-    sp: StockPointId,
-) -> Vec<(OrderId, conductor_engine::order::Fulfilment)> {
-    let mut out: Vec<_> = orders
-        .values()
-        .flat_map(|o| o.fulfilments.iter().map(move |f| (o.id, f)))
-        .filter(|(_, f)| {
-            f.stock_point == sp
-                && matches!(
-                    f.status,
-                    FulfilmentStatus::Released
-                        | FulfilmentStatus::Picking
-                        | FulfilmentStatus::Picked
-                        | FulfilmentStatus::Packed
-                )
-        })
-        .map(|(o, f)| (o, f.clone()))
-        .collect();
-    out.sort_by_key(|(_, f)| f.id);
-    out
 }
 
 /// Starts (or restarts) a stock point actor, linked to the supervisor, and records it.
@@ -1072,13 +1058,25 @@ pub enum SupervisorMsg {
 }
 
 /// The root of the tree. It restarts a failed stock point actor from its durable inventory
-/// (at most [`RESTARTS_MAX`] times in [`RESTART_WINDOW`], then leaves it down so that it takes
-/// no writes), and logs and counts every failure.
+/// and a failed warehouse actor from the open fulfilments the order desk knows (its tasks are
+/// derived state), each at most [`RESTARTS_MAX`] times in [`RESTART_WINDOW`], then leaves it
+/// down so that it takes no writes; and logs and counts every failure.
 struct Supervisor;
 
 struct SupervisorState {
     shared: Arc<Shared>,
     restarts: FxHashMap<StockPointId, Vec<Instant>>,
+    warehouse_restarts: FxHashMap<StockPointId, Vec<Instant>>,
+}
+
+/// Records a failure in `recent`; false if there were already [`RESTARTS_MAX`] in the window.
+fn may_restart(recent: &mut Vec<Instant>) -> bool {
+    recent.retain(|at| at.elapsed() < RESTART_WINDOW);
+    if recent.len() >= RESTARTS_MAX {
+        return false;
+    }
+    recent.push(Instant::now());
+    true
 }
 
 impl Actor for Supervisor {
@@ -1094,6 +1092,7 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             shared,
             restarts: FxHashMap::default(),
+            warehouse_restarts: FxHashMap::default(),
         })
     }
 
@@ -1131,17 +1130,13 @@ impl Actor for Supervisor {
             .find(|(_, h)| h.actor.get_id() == cell.get_id())
             .map(|(id, _)| id);
         let Some(id) = failed else {
-            error!(actor = ?cell.get_id(), %reason, "actor failed; it is not restarted");
-            return Ok(());
+            return restart_warehouse(&myself, &cell, &reason, state).await;
         };
         state.shared.stock_points.set(id, None);
-        let recent = state.restarts.entry(id).or_default();
-        recent.retain(|at| at.elapsed() < RESTART_WINDOW);
-        if recent.len() >= RESTARTS_MAX {
+        if !may_restart(state.restarts.entry(id).or_default()) {
             error!(stock_point = ?id, %reason, "stock point failed too often; it stays down and takes no writes");
             return Ok(());
         }
-        recent.push(Instant::now());
         error!(stock_point = ?id, %reason, "stock point failed; restarting from its durable state");
         let durable = lock(&state.shared.durable).get(&id).cloned();
         let Some(durable) = durable else {
@@ -1157,4 +1152,49 @@ impl Actor for Supervisor {
         start_stock_point(&state.shared, &myself, inventory).await?;
         Ok(())
     }
+}
+
+/// Restarts a failed warehouse actor with tasks rebuilt from the fulfilments open there, as at
+/// start-up; any other failed actor (the orchestrator, the order desk) is logged and stays down.
+async fn restart_warehouse(
+    supervisor: &ActorRef<SupervisorMsg>,
+    cell: &ActorCell,
+    reason: &ActorProcessingErr,
+    state: &mut SupervisorState,
+) -> Result<(), ActorProcessingErr> {
+    let failed = state
+        .shared
+        .warehouses
+        .all()
+        .into_iter()
+        .find(|(_, h)| h.actor.get_id() == cell.get_id())
+        .map(|(id, _)| id);
+    let Some(sp) = failed else {
+        error!(actor = ?cell.get_id(), %reason, "actor failed; it is not restarted");
+        return Ok(());
+    };
+    state.shared.warehouses.set(sp, None);
+    if !may_restart(state.warehouse_restarts.entry(sp).or_default()) {
+        error!(stock_point = ?sp, %reason, "warehouse failed too often; it stays down and takes no tasks");
+        return Ok(());
+    }
+    let Some(desk) = lock(&state.shared.desk).clone() else {
+        return Ok(());
+    };
+    let released = match crate::call::query(
+        &desk,
+        |reply| DeskMsg::ReleasedAt(sp, reply),
+        "order desk stopped",
+    )
+    .await
+    {
+        Ok(released) => released,
+        Err(e) => {
+            error!(stock_point = ?sp, error = %e, "warehouse failed and its open work cannot be read; it stays down");
+            return Ok(());
+        }
+    };
+    error!(stock_point = ?sp, %reason, fulfilments = released.len(), "warehouse failed; restarting with its open fulfilments");
+    start_warehouse(&state.shared, supervisor, sp, released).await?;
+    Ok(())
 }

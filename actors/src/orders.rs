@@ -120,6 +120,8 @@ pub enum DeskMsg {
     Counts(RpcReplyPort<OrderCounts>),
     /// Test hook: makes a live order's actor panic.
     Crash(OrderId),
+    /// The fulfilments a stock point's warehouse has open, to rebuild its tasks.
+    ReleasedAt(StockPointId, RpcReplyPort<Vec<(OrderId, Fulfilment)>>),
 }
 
 /// How many orders have an actor, how many are passivated, how many are down.
@@ -351,6 +353,14 @@ impl Actor for OrderDesk {
                     down: state.down.len(),
                 });
             }
+            DeskMsg::ReleasedAt(sp, reply) => {
+                let live: Vec<Order> = state.live.values().map(|l| l.durable.snapshot()).collect();
+                let orders = live
+                    .iter()
+                    .chain(state.resting.values())
+                    .chain(state.down.values());
+                let _ = reply.send(released_at(orders, sp));
+            }
             DeskMsg::Crash(id) => {
                 if let Some(live) = state.live.get(&id) {
                     let _ = live.actor.send_message(OrderMsg::Crash);
@@ -405,6 +415,30 @@ impl Actor for OrderDesk {
         }
         Ok(())
     }
+}
+
+/// The fulfilments of `orders` that `sp`'s warehouse has open (released and not yet shipped),
+/// by id: what its tasks are rebuilt from.
+pub fn released_at<'a>(
+    orders: impl Iterator<Item = &'a Order>,
+    sp: StockPointId,
+) -> Vec<(OrderId, Fulfilment)> {
+    let mut out: Vec<_> = orders
+        .flat_map(|o| o.fulfilments.iter().map(move |f| (o.id, f)))
+        .filter(|(_, f)| {
+            f.stock_point == sp
+                && matches!(
+                    f.status,
+                    FulfilmentStatus::Released
+                        | FulfilmentStatus::Picking
+                        | FulfilmentStatus::Picked
+                        | FulfilmentStatus::Packed
+                )
+        })
+        .map(|(o, f)| (o, f.clone()))
+        .collect();
+    out.sort_by_key(|(_, f)| f.id);
+    out
 }
 
 fn refuse_missing(id: OrderId, message: OrderMsg) {

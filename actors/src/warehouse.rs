@@ -362,6 +362,8 @@ pub enum WarehouseMsg {
     Replenishment(RpcReplyPort<Vec<Replenishment>>),
     /// A simulated worker is free for the next task.
     WorkerFree,
+    /// Test hook: the actor panics, to exercise supervision.
+    Crash,
 }
 
 /// Units of one SKU outside the storage bins.
@@ -711,6 +713,7 @@ impl Actor for WarehouseActor {
             WarehouseMsg::WorkerFree => {
                 state.worker_busy = false;
             }
+            WarehouseMsg::Crash => panic!("crash requested by a test hook"),
         }
         state.wake_worker(&myself);
         Ok(())

@@ -139,6 +139,54 @@ async fn a_stock_point_that_keeps_failing_is_left_down_and_refuses_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_warehouse_restarts_with_the_tasks_of_its_open_fulfilments() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
+    eventually("the order is released to the warehouse", || async {
+        !c.tasks(wh1, true).await.unwrap().is_empty()
+    })
+    .await;
+    let before = c.tasks(wh1, true).await.unwrap();
+    c.crash_warehouse(wh1);
+    eventually("the supervisor restarts it", || async {
+        c.restarts() == 1 && c.tasks(wh1, true).await.is_ok()
+    })
+    .await;
+    let after = c.tasks(wh1, true).await.unwrap();
+    assert_eq!(
+        before.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        after.iter().map(|t| &t.id).collect::<Vec<_>>()
+    );
+    for task in after {
+        c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
+    }
+    assert_eq!(
+        c.order(order.id).await.unwrap().unwrap().status(),
+        OrderStatus::Picking
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouse_that_keeps_failing_is_left_down() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, wh2, _] = network(&c).await;
+    for n in 1..=6u64 {
+        c.crash_warehouse(wh1);
+        eventually("the failure is counted", || async { c.restarts() == n }).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.tasks(wh1, true).await.is_err(), "wh1 stays down");
+    assert!(c.tasks(wh2, true).await.is_ok(), "the others go on");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_order_is_passivated_and_comes_back_on_its_next_message() {
     let system = start_configured(|config| config.order_idle = Duration::from_millis(100)).await;
     let c = system.conductor.clone();
