@@ -1178,23 +1178,45 @@ async fn restart_warehouse(
         error!(stock_point = ?sp, %reason, "warehouse failed too often; it stays down and takes no tasks");
         return Ok(());
     }
-    let Some(desk) = lock(&state.shared.desk).clone() else {
-        return Ok(());
-    };
-    let released = match crate::call::query(
-        &desk,
-        |reply| DeskMsg::ReleasedAt(sp, reply),
-        "order desk stopped",
-    )
-    .await
-    {
-        Ok(released) => released,
-        Err(e) => {
-            error!(stock_point = ?sp, error = %e, "warehouse failed and its open work cannot be read; it stays down");
-            return Ok(());
+    // Off the supervisor, which must stay free for other failures: the desk may take a while.
+    let shared = state.shared.clone();
+    let supervisor = supervisor.clone();
+    let reason = reason.to_string();
+    tokio::spawn(async move {
+        match open_work(&shared, sp).await {
+            Some(released) => {
+                error!(stock_point = ?sp, %reason, fulfilments = released.len(), "warehouse failed; restarting with its open fulfilments");
+                if let Err(e) = start_warehouse(&shared, &supervisor, sp, released).await {
+                    error!(stock_point = ?sp, error = %e, "warehouse did not restart; it stays down");
+                }
+            }
+            None => {
+                error!(stock_point = ?sp, %reason, "warehouse failed and its open work cannot be read; it stays down");
+            }
         }
-    };
-    error!(stock_point = ?sp, %reason, fulfilments = released.len(), "warehouse failed; restarting with its open fulfilments");
-    start_warehouse(&state.shared, supervisor, sp, released).await?;
+    });
     Ok(())
+}
+
+/// The fulfilments open at `sp`, from the order desk (three tries).
+async fn open_work(
+    shared: &Arc<Shared>,
+    sp: StockPointId,
+) -> Option<Vec<(OrderId, conductor_engine::order::Fulfilment)>> {
+    for _ in 0..3 {
+        let desk = lock(&shared.desk).clone()?;
+        let asked = crate::call::query(
+            &desk,
+            |reply| DeskMsg::ReleasedAt(sp, reply),
+            "order desk stopped",
+        )
+        .await;
+        match asked {
+            Ok(released) => return Some(released),
+            Err(e) => {
+                warn!(stock_point = ?sp, error = %e, "reading a warehouse's open work failed")
+            }
+        }
+    }
+    None
 }

@@ -45,8 +45,17 @@ use crate::Log;
 
 /// How long an order actor waits without a message before it passivates, by default.
 pub const ORDER_IDLE_DEFAULT: Duration = Duration::from_secs(30);
-/// How long a failed release waits before it is tried again.
+/// How long a failed release, or a notice a warehouse could not take, waits before it is tried
+/// again.
 const RELEASE_RETRY: Duration = Duration::from_secs(1);
+
+/// A notice for a warehouse that could not be delivered (it was down or restarting): sent again
+/// with the next retry. At most one per fulfilment and stock point of the order.
+#[derive(Clone, Copy, Debug)]
+enum Undelivered {
+    Release(FulfilmentId),
+    Cancelled(StockPointId),
+}
 
 /// A step reported by a warehouse.
 #[derive(Clone, Debug)]
@@ -180,10 +189,12 @@ struct LiveOrder {
     failures: Vec<Instant>,
 }
 
-/// What the log has acknowledged of an order, and how many of its appends are still in flight.
+/// What the log has acknowledged of an order, how many of its appends are still in flight,
+/// and how many of the messages the desk routed to its actor the actor has handled.
 pub struct DurableOrder {
     order: Mutex<Order>,
     in_flight: AtomicU64,
+    handled: AtomicU64,
 }
 
 impl DurableOrder {
@@ -191,6 +202,7 @@ impl DurableOrder {
         DurableOrder {
             order: Mutex::new(order),
             in_flight: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
         }
     }
 
@@ -204,14 +216,27 @@ impl DurableOrder {
 
     /// Waits (at most [`CALL_TIMEOUT`]) until no append is in flight; false if one still is.
     async fn wait_settled(&self) -> bool {
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        while !self.settled() {
+        self.wait_until(Instant::now() + CALL_TIMEOUT, || self.settled())
+            .await
+    }
+
+    /// Polls `done` every millisecond until it holds (true) or `deadline` passes (false).
+    async fn wait_until(&self, deadline: Instant, done: impl Fn() -> bool) -> bool {
+        while !done() {
             if Instant::now() >= deadline {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         true
+    }
+
+    fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Acquire)
+    }
+
+    fn count_handled(&self) {
+        self.handled.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -354,12 +379,32 @@ impl Actor for OrderDesk {
                 });
             }
             DeskMsg::ReleasedAt(sp, reply) => {
-                let live: Vec<Order> = state.live.values().map(|l| l.durable.snapshot()).collect();
-                let orders = live
-                    .iter()
-                    .chain(state.resting.values())
-                    .chain(state.down.values());
-                let _ = reply.send(released_at(orders, sp));
+                let mut released =
+                    released_at(state.resting.values().chain(state.down.values()), sp);
+                let live: Vec<(Arc<DurableOrder>, u64)> = state
+                    .live
+                    .values()
+                    .map(|l| (l.durable.clone(), l.routed))
+                    .collect();
+                // Every message routed so far, a failed warehouse's last reports among them,
+                // handled and durable first; off the desk, which goes on routing meanwhile.
+                tokio::spawn(async move {
+                    // Half the caller's timeout, so that the answer comes before it gives up.
+                    let deadline = Instant::now() + CALL_TIMEOUT / 2;
+                    for (durable, routed) in &live {
+                        let caught_up = durable
+                            .wait_until(deadline, || {
+                                durable.handled() >= *routed && durable.settled()
+                            })
+                            .await;
+                        if !caught_up {
+                            warn!("an order had not caught up when its warehouse's work was read");
+                        }
+                        released.extend(released_at(std::iter::once(&durable.snapshot()), sp));
+                    }
+                    released.sort_by_key(|(_, f)| f.id);
+                    let _ = reply.send(released);
+                });
             }
             DeskMsg::Crash(id) => {
                 if let Some(live) = state.live.get(&id) {
@@ -615,10 +660,10 @@ pub struct OrderState {
     /// A wait for the log failed: before deciding anything else, wait until nothing is in
     /// flight and take the durable copy.
     stale: bool,
-    /// Messages the desk routed here that have been handled (see `DeskState::passivate`).
-    handled: u64,
     /// A failed release will be tried again; an actor with one pending does not passivate.
     retry_pending: bool,
+    /// Warehouse notices to send again with the retry.
+    undelivered: Vec<Undelivered>,
     context: OrderContext,
     desk: ActorRef<DeskMsg>,
     network: Network,
@@ -642,8 +687,8 @@ impl Actor for OrderActor {
             order: args.order,
             durable: args.durable,
             stale: false,
-            handled: 0,
             retry_pending: false,
+            undelivered: Vec::new(),
             context: args.context,
             desk: args.desk,
             network: args.network,
@@ -677,7 +722,7 @@ impl Actor for OrderActor {
                     let _ = state.desk.send_message(DeskMsg::Idle {
                         order: state.order.id,
                         actor: myself.get_id(),
-                        handled: state.handled,
+                        handled: state.durable.handled(),
                     });
                 }
                 return Ok(());
@@ -688,15 +733,15 @@ impl Actor for OrderActor {
                 state.release_or_retry(&myself).await;
             }
             OrderMsg::Release => {
-                state.handled += 1;
+                state.durable.count_handled();
                 state.release_or_retry(&myself).await;
             }
             OrderMsg::Step { step, answer } => {
-                state.handled += 1;
+                state.durable.count_handled();
                 answer(state.step(step).await);
             }
             OrderMsg::Cancel { answer } => {
-                state.handled += 1;
+                state.durable.count_handled();
                 answer(state.cancel().await);
             }
             OrderMsg::OpenReturn {
@@ -705,12 +750,19 @@ impl Actor for OrderActor {
                 drop_off,
                 answer,
             } => {
-                state.handled += 1;
+                state.durable.count_handled();
                 answer(state.open_return(ret, lines, drop_off).await);
             }
             OrderMsg::Get(reply) => {
-                state.handled += 1;
+                state.durable.count_handled();
                 let _ = reply.send(Some(state.order.clone()));
+            }
+        }
+        if !state.undelivered.is_empty() {
+            state.deliver();
+            if !state.undelivered.is_empty() && !state.retry_pending {
+                warn!(order = %state.order.id, "a warehouse could not take a notice; retrying");
+                state.retry_release(&myself);
             }
         }
         state.last_message = now;
@@ -764,7 +816,7 @@ impl OrderState {
             }
             OrderMsg::IdleCheck | OrderMsg::Crash => return,
         }
-        self.handled += 1;
+        self.durable.count_handled();
     }
 
     fn retry_release(&mut self, myself: &ActorRef<OrderMsg>) {
@@ -773,9 +825,39 @@ impl OrderState {
     }
 
     async fn release_or_retry(&mut self, myself: &ActorRef<OrderMsg>) {
+        // Notices it leaves undelivered are sent (and retried) at the end of the message.
         if let Err(error) = self.release_all().await {
             warn!(order = %self.order.id, %error, "release failed; retrying");
             self.retry_release(myself);
+        }
+    }
+
+    /// Sends the undelivered notices; those a warehouse still cannot take stay for the retry.
+    fn deliver(&mut self) {
+        let order = self.order.id;
+        for notice in std::mem::take(&mut self.undelivered) {
+            let sent = match notice {
+                Undelivered::Release(f) => match self.order.fulfilment(f) {
+                    // Only while it is still the warehouse's to start: a later step or a cancel
+                    // has settled it otherwise.
+                    Some(fulfilment) if fulfilment.status == FulfilmentStatus::Released => self
+                        .context
+                        .warehouses
+                        .send(fulfilment.stock_point, |ticket| WarehouseMsg::Release {
+                            order,
+                            fulfilment: Box::new(fulfilment.clone()),
+                            ticket,
+                        }),
+                    _ => Ok(()),
+                },
+                Undelivered::Cancelled(sp) => self
+                    .context
+                    .warehouses
+                    .send(sp, |ticket| WarehouseMsg::Cancelled { order, ticket }),
+            };
+            if sent.is_err() {
+                self.undelivered.push(notice);
+            }
         }
     }
 
@@ -836,17 +918,8 @@ impl OrderState {
             return Ok(());
         };
         self.record(vec![event]).await?;
-        let Some(fulfilment) = self.order.fulfilment(f).cloned() else {
-            return Ok(());
-        };
-        let order = self.order.id;
-        self.context
-            .warehouses
-            .send(fulfilment.stock_point, |ticket| WarehouseMsg::Release {
-                order,
-                fulfilment: Box::new(fulfilment.clone()),
-                ticket,
-            })
+        self.undelivered.push(Undelivered::Release(f));
+        Ok(())
     }
 
     async fn step(&mut self, step: Step) -> Answer<()> {
@@ -1000,13 +1073,7 @@ impl OrderState {
                     },
                 )
                 .await?;
-            let _ = self
-                .context
-                .warehouses
-                .send(sp, |ticket| WarehouseMsg::Cancelled {
-                    order: self.order.id,
-                    ticket,
-                });
+            self.undelivered.push(Undelivered::Cancelled(sp));
         }
         Ok(Ok(self.order.clone()))
     }

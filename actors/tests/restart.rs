@@ -179,8 +179,11 @@ async fn a_warehouse_that_keeps_failing_is_left_down() {
     for n in 1..=6u64 {
         c.crash_warehouse(wh1);
         eventually("the failure is counted", || async { c.restarts() == n }).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if n < 6 {
+            eventually("it is back", || async { c.tasks(wh1, true).await.is_ok() }).await;
+        }
     }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(c.tasks(wh1, true).await.is_err(), "wh1 stays down");
     assert!(c.tasks(wh2, true).await.is_ok(), "the others go on");
     c.shutdown().await;
