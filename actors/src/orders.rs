@@ -452,12 +452,14 @@ impl Actor for OrderDesk {
         failures.push(Instant::now());
         error!(order = %id, %reason, "order actor failed; restarting from its durable state");
         // Messages in the failed mailbox are lost (their callers time out: outcome unknown), the
-        // wave's release among them: release again, which releases only what is still allocated.
+        // wave's release among them: release again after a wave window (a confirmed order's
+        // first wave may still be open), which releases only what is still allocated.
+        let wave_window = state.context.wave_window;
         let restarted = state.start(&myself, live.durable, failures).await?;
         restarted.routed += 1;
-        if let Err(error) = restarted.actor.send_message(OrderMsg::Release) {
-            warn!(order = %id, %error, "restarted order actor gone");
-        }
+        restarted
+            .actor
+            .send_after(wave_window, || OrderMsg::Release);
         Ok(())
     }
 }
