@@ -1070,7 +1070,7 @@ struct SupervisorState {
 }
 
 /// Records a failure in `recent`; false if there were already [`RESTARTS_MAX`] in the window.
-fn may_restart(recent: &mut Vec<Instant>) -> bool {
+pub(crate) fn may_restart(recent: &mut Vec<Instant>) -> bool {
     recent.retain(|at| at.elapsed() < RESTART_WINDOW);
     if recent.len() >= RESTARTS_MAX {
         return false;

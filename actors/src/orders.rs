@@ -9,8 +9,9 @@
 //! Supervision: each live order has a durable copy ([`DurableOrder`]), shared with the desk and
 //! updated by the log's acknowledgement, so it holds exactly what is durable even when the actor
 //! timed out waiting; it also counts the appends still in flight. An actor that panics is
-//! restarted from that copy once nothing is in flight, at most [`RESTARTS_MAX`] times in
-//! [`RESTART_WINDOW`]; then the order stays down and refuses commands until the next start.
+//! restarted from that copy once nothing is in flight, at most
+//! [`RESTARTS_MAX`](crate::conductor::RESTARTS_MAX) times in
+//! [`RESTART_WINDOW`](crate::conductor::RESTART_WINDOW); then the order stays down and refuses commands until the next start.
 //! Passivation is the desk's decision: an idle actor asks, and the desk stops it only if it is
 //! still that order's actor, has handled every message the desk routed there, and has nothing
 //! in flight, so that no command is lost in a stopping mailbox and no late acknowledgement is
@@ -35,7 +36,7 @@ use tracing::{debug, error, warn};
 
 use crate::call::{ask, log_durably, log_durably_then, CALL_TIMEOUT};
 use crate::clock::Clock;
-use crate::conductor::{RESTARTS_MAX, RESTART_WINDOW};
+use crate::conductor::may_restart;
 use crate::directory::Directory;
 use crate::error::{invalid, Answer, CommandError, Refusal};
 use crate::orchestrator::OrchestratorMsg;
@@ -443,13 +444,11 @@ impl Actor for OrderDesk {
         let order = live.durable.snapshot();
         let id = order.id;
         let mut failures = live.failures;
-        failures.retain(|at| at.elapsed() < RESTART_WINDOW);
-        if failures.len() >= RESTARTS_MAX {
+        if !may_restart(&mut failures) {
             error!(order = %id, %reason, "order actor failed too often; the order stays down and refuses commands");
             state.down.insert(id, order);
             return Ok(());
         }
-        failures.push(Instant::now());
         error!(order = %id, %reason, "order actor failed; restarting from its durable state");
         // Messages in the failed mailbox are lost (their callers time out: outcome unknown), the
         // wave's release among them: release again after a wave window (a confirmed order's
@@ -556,10 +555,13 @@ impl DeskState {
             policy: self.policy.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, OrderActor, args, desk.get_cell()).await?;
+        // A copy a failed actor left has counted what that actor handled; the new actor counts on
+        // from there (what was routed to the failed one and not handled is lost with it).
+        let routed = durable.handled();
         let live = LiveOrder {
             actor,
             durable,
-            routed: 0,
+            routed,
             failures,
         };
         Ok(self.live.entry(id).insert_entry(live).into_mut())

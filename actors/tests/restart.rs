@@ -225,7 +225,7 @@ async fn an_idle_order_is_passivated_and_comes_back_on_its_next_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_order_actor_restarts_from_its_durable_state() {
-    let system = start().await;
+    let system = start_configured(|config| config.order_idle = Duration::from_secs(1)).await;
     let c = system.conductor.clone();
     let [wh1, ..] = network(&c).await;
     let a = sku(&c, "A").await;
@@ -243,6 +243,13 @@ async fn a_panicking_order_actor_restarts_from_its_durable_state() {
         after, before,
         "the restarted order has exactly the durable state"
     );
+    // The restarted actor goes idle and is passivated like any other.
+    eventually("the restarted order is passivated", || async {
+        c.order_counts()
+            .await
+            .is_ok_and(|n| (n.live, n.passivated) == (0, 1))
+    })
+    .await;
     // The warehouse's confirmations reach the restarted actor.
     for task in c.tasks(wh1, true).await.unwrap() {
         c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
