@@ -347,10 +347,22 @@ impl Conductor {
         }
     }
 
+    /// The orchestrator, if it is running: a stopped one (it is not restarted) is "unavailable"
+    /// at once, before anything is queued for it.
     fn orchestrator(&self) -> Result<ActorRef<OrchestratorMsg>, CommandError> {
         lock(&self.shared.orchestrator)
             .clone()
+            .filter(|o| ractor::ACTIVE_STATES.contains(&o.get_status()))
             .ok_or_else(|| CommandError::Unavailable("orchestrator stopped".into()))
+    }
+
+    /// Whether the actors every write goes through (the orchestrator and the order desk, which
+    /// are not restarted) are running: what readiness reports.
+    pub fn takes_writes(&self) -> bool {
+        let desk_running = lock(&self.shared.desk)
+            .as_ref()
+            .is_some_and(|d| ractor::ACTIVE_STATES.contains(&d.get_status()));
+        desk_running && self.orchestrator().is_ok()
     }
 
     fn desk(&self) -> Result<ActorRef<DeskMsg>, CommandError> {
@@ -882,6 +894,13 @@ impl Conductor {
         if let Some(handle) = self.shared.stock_points.get(sp) {
             let _ = handle.actor.send_message(StockPointMsg::Crash);
         }
+    }
+
+    /// Test hook: makes the orchestrator panic, to exercise supervision.
+    pub fn crash_orchestrator(&self) -> Result<(), CommandError> {
+        self.orchestrator()?
+            .send_message(OrchestratorMsg::Crash)
+            .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))
     }
 
     /// Test hook: makes a warehouse actor panic, to exercise supervision.

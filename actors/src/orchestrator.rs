@@ -129,6 +129,8 @@ pub enum OrchestratorMsg {
         result: Result<(), CommandError>,
     },
     ExpireDue,
+    /// Test hook: the actor panics, to exercise supervision.
+    Crash,
 }
 
 /// What an operator says about a stock point; the orchestrator gives it its id.
@@ -420,6 +422,7 @@ impl Actor for Orchestrator {
             OrchestratorMsg::NextIds(reply) => {
                 let _ = reply.send(state.next);
             }
+            OrchestratorMsg::Crash => panic!("crash requested by a test hook"),
             OrchestratorMsg::ExpireDue => {
                 state.armed = None;
                 state.expire_due();

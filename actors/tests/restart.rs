@@ -190,6 +190,32 @@ async fn a_warehouse_that_keeps_failing_is_left_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_orchestrator_stops_writes_at_once_and_says_so() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 10).await;
+    c.reserve(request(&[("A", 1)])).await.unwrap().unwrap();
+    assert!(c.takes_writes());
+    c.crash_orchestrator().unwrap();
+    eventually("the failure is counted", || async { c.restarts() == 1 }).await;
+    eventually("writes are refused", || async { !c.takes_writes() }).await;
+    // Refused before anything is queued for it: a second call is refused the same way, not
+    // left waiting behind the first in the intake until the call times out.
+    for _ in 0..2 {
+        let refused = c.reserve(request(&[("A", 1)])).await;
+        assert!(
+            matches!(refused, Err(CommandError::Unavailable(_))),
+            "{refused:?}"
+        );
+    }
+    // Reads that do not need it go on.
+    assert_eq!(available(&c, wh1, a).await, 9);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_order_is_passivated_and_comes_back_on_its_next_message() {
     let system = start_configured(|config| config.order_idle = Duration::from_millis(100)).await;
     let c = system.conductor.clone();

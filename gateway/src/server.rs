@@ -347,10 +347,15 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(st): State<Shared>) -> Response {
-    if st.ready.load(Ordering::Acquire) && st.conductor.get().is_some() {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        Problem::unavailable("not ready: recovering or shutting down").into_response()
+    match st.conductor.get() {
+        Some(c) if st.ready.load(Ordering::Acquire) && c.takes_writes() => {
+            axum::Json(serde_json::json!({"status": "ready"})).into_response()
+        }
+        Some(_) if st.ready.load(Ordering::Acquire) => {
+            Problem::unavailable("not ready: the orchestrator or the order desk has stopped")
+                .into_response()
+        }
+        _ => Problem::unavailable("not ready: recovering or shutting down").into_response(),
     }
 }
 
