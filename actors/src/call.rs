@@ -45,6 +45,18 @@ pub async fn query<M: ractor::Message, T: Send + 'static>(
     }
 }
 
+/// Polls `done` every millisecond until it holds (true) or `deadline` passes (false): for the
+/// waits on counters that the log's acknowledgements bring down, which have no waker.
+pub async fn poll_until(deadline: std::time::Instant, done: impl Fn() -> bool) -> bool {
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
 /// Appends events to the log and waits until they are durable.
 pub async fn log_durably(log: &Log, events: Vec<Event>) -> Result<(), CommandError> {
     log_durably_then(log, events, || {}).await

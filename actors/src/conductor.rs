@@ -352,17 +352,14 @@ impl Conductor {
     fn orchestrator(&self) -> Result<ActorRef<OrchestratorMsg>, CommandError> {
         lock(&self.shared.orchestrator)
             .clone()
-            .filter(|o| ractor::ACTIVE_STATES.contains(&o.get_status()))
+            .filter(running)
             .ok_or_else(|| CommandError::Unavailable("orchestrator stopped".into()))
     }
 
     /// Whether the actors every write goes through (the orchestrator and the order desk, which
     /// are not restarted) are running: what readiness reports.
     pub fn takes_writes(&self) -> bool {
-        let desk_running = lock(&self.shared.desk)
-            .as_ref()
-            .is_some_and(|d| ractor::ACTIVE_STATES.contains(&d.get_status()));
-        desk_running && self.orchestrator().is_ok()
+        self.desk().is_ok_and(|d| running(&d)) && self.orchestrator().is_ok()
     }
 
     fn desk(&self) -> Result<ActorRef<DeskMsg>, CommandError> {
@@ -949,6 +946,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether an actor is starting or running, not stopping or stopped.
+fn running<M: ractor::Message>(actor: &ActorRef<M>) -> bool {
+    ractor::ACTIVE_STATES.contains(&actor.get_status())
+}
+
 /// Starts (or restarts) a stock point actor, linked to the supervisor, and records it.
 async fn start_stock_point(
     shared: &Arc<Shared>,
@@ -1141,14 +1143,7 @@ impl Actor for Supervisor {
             return Ok(());
         };
         state.shared.restarts.fetch_add(1, Ordering::Relaxed);
-        let failed = state
-            .shared
-            .stock_points
-            .all()
-            .into_iter()
-            .find(|(_, h)| h.actor.get_id() == cell.get_id())
-            .map(|(id, _)| id);
-        let Some(id) = failed else {
+        let Some(id) = state.shared.stock_points.find(cell.get_id()) else {
             return restart_warehouse(&myself, &cell, &reason, state).await;
         };
         state.shared.stock_points.set(id, None);
@@ -1163,10 +1158,10 @@ impl Actor for Supervisor {
         };
         // Events the failed actor logged are still on their way to disk: wait until each has
         // been acknowledged into the durable copy.
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        while durable.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        crate::call::poll_until(Instant::now() + CALL_TIMEOUT, || {
+            durable.in_flight.load(Ordering::Acquire) == 0
+        })
+        .await;
         let inventory = lock(&durable.inventory).clone();
         start_stock_point(&state.shared, &myself, inventory).await?;
         Ok(())
@@ -1181,14 +1176,7 @@ async fn restart_warehouse(
     reason: &ActorProcessingErr,
     state: &mut SupervisorState,
 ) -> Result<(), ActorProcessingErr> {
-    let failed = state
-        .shared
-        .warehouses
-        .all()
-        .into_iter()
-        .find(|(_, h)| h.actor.get_id() == cell.get_id())
-        .map(|(id, _)| id);
-    let Some(sp) = failed else {
+    let Some(sp) = state.shared.warehouses.find(cell.get_id()) else {
         error!(actor = ?cell.get_id(), %reason, "actor failed; it is not restarted");
         return Ok(());
     };

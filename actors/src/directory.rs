@@ -54,6 +54,14 @@ impl<M: ractor::Message> Directory<M> {
             .flatten()
     }
 
+    /// The stock point whose actor is `actor`, if it is still registered.
+    pub fn find(&self, actor: ractor::ActorId) -> Option<StockPointId> {
+        self.all()
+            .into_iter()
+            .find(|(_, h)| h.actor.get_id() == actor)
+            .map(|(id, _)| id)
+    }
+
     pub fn all(&self) -> Vec<(StockPointId, Handle<M>)> {
         self.points
             .read()

@@ -34,7 +34,7 @@ use conductor_engine::time::Timestamp;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{debug, error, warn};
 
-use crate::call::{ask, log_durably, log_durably_then, CALL_TIMEOUT};
+use crate::call::{ask, log_durably, log_durably_then, poll_until, CALL_TIMEOUT};
 use crate::clock::Clock;
 use crate::conductor::may_restart;
 use crate::directory::Directory;
@@ -134,6 +134,17 @@ pub enum DeskMsg {
     ReleasedAt(StockPointId, RpcReplyPort<Vec<(OrderId, Fulfilment)>>),
 }
 
+impl OrderMsg {
+    /// Whether the desk sent it (and counts it as routed): the actor's own timers and the test
+    /// hook are not.
+    fn is_routed(&self) -> bool {
+        !matches!(
+            self,
+            OrderMsg::IdleCheck | OrderMsg::RetryRelease | OrderMsg::Crash
+        )
+    }
+}
+
 /// How many orders have an actor, how many are passivated, how many are down.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OrderCounts {
@@ -192,7 +203,7 @@ struct LiveOrder {
 
 /// What the log has acknowledged of an order, how many of its appends are still in flight,
 /// and how many of the messages the desk routed to its actor the actor has handled.
-pub struct DurableOrder {
+struct DurableOrder {
     order: Mutex<Order>,
     in_flight: AtomicU64,
     handled: AtomicU64,
@@ -217,19 +228,7 @@ impl DurableOrder {
 
     /// Waits (at most [`CALL_TIMEOUT`]) until no append is in flight; false if one still is.
     async fn wait_settled(&self) -> bool {
-        self.wait_until(Instant::now() + CALL_TIMEOUT, || self.settled())
-            .await
-    }
-
-    /// Polls `done` every millisecond until it holds (true) or `deadline` passes (false).
-    async fn wait_until(&self, deadline: Instant, done: impl Fn() -> bool) -> bool {
-        while !done() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        true
+        poll_until(Instant::now() + CALL_TIMEOUT, || self.settled()).await
     }
 
     fn handled(&self) -> u64 {
@@ -297,7 +296,7 @@ impl Actor for OrderDesk {
             }
             DeskMsg::ToOrder(id, message) => {
                 if state.down.contains_key(&id) {
-                    refuse_down(id, message);
+                    decline(message, || Declined::Failed(down(id)));
                 } else {
                     match state.actor(&myself, id).await? {
                         Some(live) => {
@@ -306,7 +305,9 @@ impl Actor for OrderDesk {
                                 warn!(order = %id, %error, "order actor gone");
                             }
                         }
-                        None => refuse_missing(id, message),
+                        None => {
+                            decline(message, || missing(id));
+                        }
                     }
                 }
             }
@@ -393,11 +394,10 @@ impl Actor for OrderDesk {
                     // Half the caller's timeout, so that the answer comes before it gives up.
                     let deadline = Instant::now() + CALL_TIMEOUT / 2;
                     for (durable, routed) in &live {
-                        let caught_up = durable
-                            .wait_until(deadline, || {
-                                durable.handled() >= *routed && durable.settled()
-                            })
-                            .await;
+                        let caught_up = poll_until(deadline, || {
+                            durable.handled() >= *routed && durable.settled()
+                        })
+                        .await;
                         if !caught_up {
                             warn!("an order had not caught up when its warehouse's work was read");
                         }
@@ -487,37 +487,40 @@ pub fn released_at<'a>(
     out
 }
 
-fn refuse_missing(id: OrderId, message: OrderMsg) {
-    let missing = || Refusal::NotFound(id.to_string());
-    match message {
-        OrderMsg::Step { answer, .. } => answer(Ok(Err(missing()))),
-        OrderMsg::Cancel { answer } => answer(Ok(Err(missing()))),
-        OrderMsg::OpenReturn { answer, .. } => answer(Ok(Err(missing()))),
-        OrderMsg::Release
-        | OrderMsg::RetryRelease
-        | OrderMsg::Get(_)
-        | OrderMsg::IdleCheck
-        | OrderMsg::Crash => {}
+/// Why a command will not be carried out: a business refusal or a failure.
+enum Declined {
+    Refused(Refusal),
+    Failed(CommandError),
+}
+
+impl Declined {
+    fn answer<T>(self) -> Answer<T> {
+        match self {
+            Declined::Refused(refusal) => Ok(Err(refusal)),
+            Declined::Failed(error) => Err(error),
+        }
     }
+}
+
+/// Answers a command (step, cancel, return) with `why`; any other message is given back.
+fn decline(message: OrderMsg, why: impl FnOnce() -> Declined) -> Option<OrderMsg> {
+    match message {
+        OrderMsg::Step { answer, .. } => answer(why().answer()),
+        OrderMsg::Cancel { answer } => answer(why().answer()),
+        OrderMsg::OpenReturn { answer, .. } => answer(why().answer()),
+        other => return Some(other),
+    }
+    None
+}
+
+fn missing(id: OrderId) -> Declined {
+    Declined::Refused(Refusal::NotFound(id.to_string()))
 }
 
 fn down(id: OrderId) -> CommandError {
     CommandError::Unavailable(format!(
         "order {id} failed too often and takes no commands until the next start"
     ))
-}
-
-fn refuse_down(id: OrderId, message: OrderMsg) {
-    match message {
-        OrderMsg::Step { answer, .. } => answer(Err(down(id))),
-        OrderMsg::Cancel { answer } => answer(Err(down(id))),
-        OrderMsg::OpenReturn { answer, .. } => answer(Err(down(id))),
-        OrderMsg::Release
-        | OrderMsg::RetryRelease
-        | OrderMsg::Get(_)
-        | OrderMsg::IdleCheck
-        | OrderMsg::Crash => {}
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -707,6 +710,7 @@ impl Actor for OrderActor {
         state: &mut OrderState,
     ) -> Result<(), ActorProcessingErr> {
         let now = state.context.clock.now();
+        let routed = message.is_routed();
         if state.stale {
             if state.durable.wait_settled().await {
                 state.order = state.durable.snapshot();
@@ -714,6 +718,9 @@ impl Actor for OrderActor {
             } else {
                 // Deciding against a copy that misses an acknowledged change could log it twice.
                 state.refuse_unsettled(&myself, message);
+                if routed {
+                    state.durable.count_handled();
+                }
                 return Ok(());
             }
         }
@@ -737,15 +744,12 @@ impl Actor for OrderActor {
                 state.release_or_retry(&myself).await;
             }
             OrderMsg::Release => {
-                state.durable.count_handled();
                 state.release_or_retry(&myself).await;
             }
             OrderMsg::Step { step, answer } => {
-                state.durable.count_handled();
                 answer(state.step(step).await);
             }
             OrderMsg::Cancel { answer } => {
-                state.durable.count_handled();
                 answer(state.cancel().await);
             }
             OrderMsg::OpenReturn {
@@ -754,11 +758,9 @@ impl Actor for OrderActor {
                 drop_off,
                 answer,
             } => {
-                state.durable.count_handled();
                 answer(state.open_return(ret, lines, drop_off).await);
             }
             OrderMsg::Get(reply) => {
-                state.durable.count_handled();
                 let _ = reply.send(Some(state.order.clone()));
             }
         }
@@ -768,6 +770,11 @@ impl Actor for OrderActor {
                 warn!(order = %state.order.id, "a warehouse could not take a notice; retrying");
                 state.retry_release(&myself);
             }
+        }
+        // Counted once handled, its appends durable: what passivation and a warehouse's
+        // restart wait for.
+        if routed {
+            state.durable.count_handled();
         }
         state.last_message = now;
         Ok(())
@@ -798,29 +805,20 @@ impl OrderState {
         result
     }
 
-    /// Answers a message that arrived while an earlier append's outcome is still unknown
-    /// (counted as handled: the desk routed it and it is answered).
+    /// Answers a message that arrived while an earlier append's outcome is still unknown.
     fn refuse_unsettled(&mut self, myself: &ActorRef<OrderMsg>, message: OrderMsg) {
         let unsettled = || {
-            CommandError::Unavailable(
+            Declined::Failed(CommandError::Unavailable(
                 "the order's last change is not yet confirmed by the log; retry".into(),
-            )
+            ))
         };
-        match message {
-            OrderMsg::Step { answer, .. } => answer(Err(unsettled())),
-            OrderMsg::Cancel { answer } => answer(Err(unsettled())),
-            OrderMsg::OpenReturn { answer, .. } => answer(Err(unsettled())),
-            OrderMsg::Get(reply) => {
+        match decline(message, unsettled) {
+            Some(OrderMsg::Get(reply)) => {
                 let _ = reply.send(Some(self.durable.snapshot()));
             }
-            OrderMsg::Release => self.retry_release(myself),
-            OrderMsg::RetryRelease => {
-                self.retry_release(myself);
-                return;
-            }
-            OrderMsg::IdleCheck | OrderMsg::Crash => return,
+            Some(OrderMsg::Release | OrderMsg::RetryRelease) => self.retry_release(myself),
+            _ => {}
         }
-        self.durable.count_handled();
     }
 
     fn retry_release(&mut self, myself: &ActorRef<OrderMsg>) {

@@ -56,22 +56,12 @@ async fn acknowledged_holds_orders_and_stock_survive_a_restart() {
 async fn orders_released_before_a_restart_get_their_tasks_back() {
     let system = start().await;
     let c = system.conductor.clone();
-    let [wh1, ..] = network(&c).await;
-    let a = sku(&c, "A").await;
-    stock(&c, wh1, a, 10).await;
-    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
-    eventually("the pick task appears", || async {
-        !c.tasks(wh1, true).await.unwrap().is_empty()
-    })
-    .await;
+    let (order, wh1) = released_order(&c).await;
     let before = c.tasks(wh1, true).await.unwrap();
     let system = restart(system).await;
     let c = system.conductor.clone();
     let after = c.tasks(wh1, true).await.unwrap();
-    assert_eq!(
-        before.iter().map(|t| &t.id).collect::<Vec<_>>(),
-        after.iter().map(|t| &t.id).collect::<Vec<_>>()
-    );
+    assert_eq!(task_ids(&before), task_ids(&after));
     for task in after {
         c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
     }
@@ -142,14 +132,7 @@ async fn a_stock_point_that_keeps_failing_is_left_down_and_refuses_writes() {
 async fn a_panicking_warehouse_restarts_with_the_tasks_of_its_open_fulfilments() {
     let system = start().await;
     let c = system.conductor.clone();
-    let [wh1, ..] = network(&c).await;
-    let a = sku(&c, "A").await;
-    stock(&c, wh1, a, 10).await;
-    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
-    eventually("the order is released to the warehouse", || async {
-        !c.tasks(wh1, true).await.unwrap().is_empty()
-    })
-    .await;
+    let (order, wh1) = released_order(&c).await;
     let before = c.tasks(wh1, true).await.unwrap();
     c.crash_warehouse(wh1);
     eventually("the supervisor restarts it", || async {
@@ -157,10 +140,7 @@ async fn a_panicking_warehouse_restarts_with_the_tasks_of_its_open_fulfilments()
     })
     .await;
     let after = c.tasks(wh1, true).await.unwrap();
-    assert_eq!(
-        before.iter().map(|t| &t.id).collect::<Vec<_>>(),
-        after.iter().map(|t| &t.id).collect::<Vec<_>>()
-    );
+    assert_eq!(task_ids(&before), task_ids(&after));
     for task in after {
         c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
     }
@@ -253,14 +233,7 @@ async fn an_idle_order_is_passivated_and_comes_back_on_its_next_message() {
 async fn a_panicking_order_actor_restarts_from_its_durable_state() {
     let system = start_configured(|config| config.order_idle = Duration::from_secs(1)).await;
     let c = system.conductor.clone();
-    let [wh1, ..] = network(&c).await;
-    let a = sku(&c, "A").await;
-    stock(&c, wh1, a, 10).await;
-    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
-    eventually("the order is released to the warehouse", || async {
-        !c.tasks(wh1, true).await.unwrap().is_empty()
-    })
-    .await;
+    let (order, wh1) = released_order(&c).await;
     let before = c.order(order.id).await.unwrap().unwrap();
     c.crash_order(order.id).unwrap();
     eventually("the desk restarts it", || async { c.restarts() == 1 }).await;

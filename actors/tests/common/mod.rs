@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use conductor_actors::error::Refusal;
 use conductor_actors::orchestrator::StockPointSpec;
-use conductor_actors::warehouse::WorkerConfig;
+use conductor_actors::warehouse::{Task, WorkerConfig};
 use conductor_actors::{Conductor, Config};
 use conductor_engine::checkout::ReserveRequest;
 use conductor_engine::ids::{Code, Qty, SkuId, StockPointId};
 use conductor_engine::inventory::{AdjustReason, Adjustment};
 use conductor_engine::network::{Capability, Channel, Location, StockPointKind};
+use conductor_engine::order::Order;
 
 pub struct System {
     pub conductor: Conductor,
@@ -138,4 +139,23 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// The network, 10 of SKU "A" at WH1, and an order for 2 of them released to WH1 (its pick task
+/// is on WH1's list): the order and WH1.
+pub async fn released_order(c: &Conductor) -> (Order, StockPointId) {
+    let [wh1, ..] = network(c).await;
+    let a = sku(c, "A").await;
+    stock(c, wh1, a, 10).await;
+    let order = c.place_order(request(&[("A", 2)])).await.unwrap().unwrap();
+    eventually("the order is released to the warehouse", || async {
+        !c.tasks(wh1, true).await.unwrap().is_empty()
+    })
+    .await;
+    (order, wh1)
+}
+
+/// The tasks' ids, in list order.
+pub fn task_ids(tasks: &[Task]) -> Vec<&str> {
+    tasks.iter().map(|t| t.id.as_str()).collect()
 }
