@@ -73,6 +73,10 @@ pub enum WalError {
         durable: Seq,
     },
 
+    /// A replay of the live log was asked to read past what is durable.
+    #[error("cannot replay through seq {through}: only {durable} is durable")]
+    ReplayBeyondDurable { through: Seq, durable: Seq },
+
     /// A stored snapshot failed its checks.
     #[error("snapshot {key:?} is corrupt: {reason}")]
     SnapshotCorrupt { key: String, reason: String },

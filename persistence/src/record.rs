@@ -340,6 +340,16 @@ impl RecordPacker {
         self.next_seq
     }
 
+    /// The sequence number of the last record holding an event pushed so far, or of the last
+    /// record written before this packer when nothing was pushed: where a barrier stands.
+    pub(crate) fn last_seq(&self) -> Seq {
+        if self.body_events > 0 {
+            self.next_seq
+        } else {
+            Seq::new(self.next_seq.get().saturating_sub(1))
+        }
+    }
+
     /// Seals the open record, if it holds any event.
     pub(crate) fn seal(&mut self) {
         if self.body_events == 0 {

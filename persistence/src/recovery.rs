@@ -60,9 +60,20 @@ pub(crate) struct Trees<'a> {
     pub(crate) durability: &'a Durability,
 }
 
+/// How far a replay reads, and what it may do about a damaged record.
+#[derive(Clone, Copy)]
+pub(crate) enum Reach {
+    /// At start-up: to the end of the log, truncating a corrupt tail.
+    Recover,
+    /// While appends go on: up to and including this seq, which is durable, changing nothing.
+    /// A damaged record is corruption, since everything read was acknowledged.
+    Through(Seq),
+}
+
 pub(crate) fn run<E: DeserializeOwned>(
     trees: Trees<'_>,
     compacted_through: Seq,
+    reach: Reach,
     target: &mut impl Recover<E>,
 ) -> Result<RecoveryReport, WalError> {
     let started = Instant::now();
@@ -95,6 +106,9 @@ pub(crate) fn run<E: DeserializeOwned>(
             seq: expected,
             reason,
         })?;
+        if matches!(reach, Reach::Through(through) if seq > through) {
+            break;
+        }
         if seq != expected {
             return Err(WalError::Corrupt {
                 seq: expected,
@@ -103,10 +117,13 @@ pub(crate) fn run<E: DeserializeOwned>(
         }
         let payload = match check_record_kind(&value, RecordKind::Events) {
             Ok(payload) => payload,
-            Err(reason) => {
-                report.truncated_records = truncate_tail(&trees, seq, reason)?;
-                break;
-            }
+            Err(reason) => match reach {
+                Reach::Recover => {
+                    report.truncated_records = truncate_tail(&trees, seq, reason)?;
+                    break;
+                }
+                Reach::Through(_) => return Err(WalError::Corrupt { seq, reason }),
+            },
         };
         let events: Vec<E> = decode_events_payload(seq, payload)?;
         report.records += 1;

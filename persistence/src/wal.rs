@@ -145,6 +145,7 @@ where
                 durability: &self.durability,
             },
             read_compacted_through(&self.meta)?,
+            recovery::Reach::Recover,
             target,
         );
         self.note_poison();
@@ -158,6 +159,33 @@ where
                 .store(durable.get(), Ordering::SeqCst);
         }
         Ok(report)
+    }
+
+    /// Restores snapshots and replays the log up to and including `through` into `target`,
+    /// while appends go on: how a live system rebuilds one actor's state from what is durable.
+    /// `through` must be durable (a barrier's seq). Changes nothing: a damaged record is
+    /// [`WalError::Corrupt`]. Snapshot saves and compaction wait until it is done, so that
+    /// nothing it reads is removed under it.
+    pub fn replay_through(
+        &self,
+        through: Seq,
+        target: &mut impl Recover<E>,
+    ) -> Result<RecoveryReport, WalError> {
+        let _maintenance = lock(&self.maintenance);
+        let durable = Seq::new(self.shared.durable_seq.load(Ordering::SeqCst));
+        if through > durable {
+            return Err(WalError::ReplayBeyondDurable { through, durable });
+        }
+        recovery::run(
+            Trees {
+                log: &self.log,
+                snapshots: &self.snapshots,
+                durability: &self.durability,
+            },
+            read_compacted_through(&self.meta)?,
+            recovery::Reach::Through(through),
+            target,
+        )
     }
 
     /// A handle for producers. The first call starts the writer: after it, `recover` refuses.

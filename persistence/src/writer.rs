@@ -246,18 +246,53 @@ impl<E: Serialize> Appender<E> {
         rx.recv().unwrap_or(Err(WalError::Closed))
     }
 
+    /// Runs `on_durable` once every append queued before this call is durable and its own
+    /// callback has run, with the seq of the last record written before the barrier. A barrier
+    /// writes nothing; it is how a restart learns that everything a failed producer handed to
+    /// the log has settled. Never blocks: a full queue is [`WalError::Busy`] at once.
+    pub fn try_barrier(
+        &self,
+        on_durable: impl FnOnce(Result<Seq, WalError>) + Send + 'static,
+    ) -> Result<(), WalError> {
+        self.open()?;
+        let message = Message::Append(Append {
+            events: EncodedEvents::encode::<E>(&[])?,
+            ack: Ack {
+                callback: Some(Box::new(on_durable)),
+            },
+        });
+        match self.tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(message)) => {
+                self.refused(message);
+                Err(WalError::Busy {
+                    waited: Duration::ZERO,
+                })
+            }
+            Err(TrySendError::Disconnected(message)) => {
+                self.refused(message);
+                Err(WalError::Closed)
+            }
+        }
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> WalStats {
         self.shared.stats()
     }
 
-    fn prepare(&self, events: &[E], callback: Callback) -> Result<Message, WalError> {
+    fn open(&self) -> Result<(), WalError> {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(WalError::Poisoned);
         }
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(WalError::Closed);
         }
+        Ok(())
+    }
+
+    fn prepare(&self, events: &[E], callback: Callback) -> Result<Message, WalError> {
+        self.open()?;
         if events.is_empty() {
             return Err(WalError::EmptyAppend);
         }
@@ -536,7 +571,7 @@ impl<S: Storage> Writer<S> {
             for index in 0..append.events.len() {
                 packer.push(append.events.event(index));
             }
-            acks.push((append.ack, packer.current_seq()));
+            acks.push((append.ack, packer.last_seq()));
         }
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return self.hand_over(Written {
@@ -546,6 +581,18 @@ impl<S: Storage> Writer<S> {
         }
         let events = packer.events;
         let (records, next_seq) = packer.finish();
+        if records.is_empty() {
+            // Only barriers: nothing to write, and nothing for the syncer to sync. They are
+            // answered in order, after every batch handed over before them.
+            return self.hand_over(Written {
+                acks,
+                outcome: Ok(WriteCounts {
+                    last_seq: Seq::new(next_seq.get() - 1),
+                    records: 0,
+                    events: 0,
+                }),
+            });
+        }
         let outcome = match self.storage.write_records(&records) {
             Ok(()) => {
                 self.next_seq = next_seq;
@@ -604,6 +651,7 @@ impl<Y: Syncer> SyncLoop<Y> {
         let written = pending
             .iter()
             .filter_map(|w| w.outcome.as_ref().ok().copied())
+            .filter(|w| w.records > 0)
             .fold(None, |sum: Option<WriteCounts>, w| {
                 Some(sum.map_or(w, |sum| WriteCounts {
                     last_seq: sum.last_seq.max(w.last_seq),

@@ -289,3 +289,64 @@ fn a_slow_callback_delays_later_answers_but_not_later_flushes() {
     writer.close();
     assert_eq!(*order.lock().unwrap(), vec![0, 1]);
 }
+
+#[test]
+fn a_barrier_is_answered_after_every_earlier_append_and_writes_nothing() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).sync_gate(gate);
+    let written = storage.events_written();
+    let syncs_held = storage.syncs_held();
+    let writer = start(storage, WalConfig::default());
+    let appender = writer.appender();
+    let answered: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let note = |name: &'static str| {
+        let answered = answered.clone();
+        let journal = journal.clone();
+        move |result: Result<Seq, WalError>| {
+            journal.ack(&result);
+            answered.lock().unwrap().push(name);
+        }
+    };
+    appender.append(events(0, 1), note("first")).unwrap();
+    wait_until(|| syncs_held.load(Ordering::SeqCst) == 1);
+    appender.append(events(1, 2), note("second")).unwrap();
+    let (barrier_seq, seq_rx) = crossbeam_channel::bounded(1);
+    let barrier = note("barrier");
+    appender
+        .try_barrier(move |result| {
+            let _ = barrier_seq.send(result.as_ref().ok().copied());
+            barrier(result);
+        })
+        .unwrap();
+    // The sync of the first append is held: neither the second append nor the barrier may be
+    // answered yet.
+    let early = seq_rx.recv_timeout(Duration::from_millis(50));
+    drop(release);
+    let seq = seq_rx.recv_timeout(Duration::from_secs(10));
+    writer.close();
+    assert!(
+        early.is_err(),
+        "the barrier overtook a held sync: {early:?}"
+    );
+    // The barrier stands after the second append's record (seq 2) and wrote nothing itself.
+    assert_eq!(seq.unwrap(), Some(Seq::new(2)));
+    assert_eq!(written.load(Ordering::SeqCst), 3);
+    assert_eq!(*answered.lock().unwrap(), ["first", "second", "barrier"]);
+    check_acks_follow_syncs(&journal.steps()).unwrap();
+}
+
+#[test]
+fn a_barrier_after_a_failed_sync_gets_the_failure() {
+    let journal = Journal::default();
+    let writer = start(
+        FakeStorage::new(journal.clone()).fail_sync_number(1),
+        WalConfig::default(),
+    );
+    let appender = writer.appender();
+    let failed = appender.append_and_wait(events(0, 1));
+    assert!(matches!(failed, Err(WalError::Failed { .. })), "{failed:?}");
+    let refused = appender.try_barrier(|_| {});
+    assert!(matches!(refused, Err(WalError::Poisoned)), "{refused:?}");
+    writer.close();
+}

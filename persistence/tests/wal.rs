@@ -509,3 +509,44 @@ fn inspect_prints_records_and_snapshots() {
     assert!(matches!(verify(&missing), Err(WalError::NotFound(_))));
     assert!(!missing.exists(), "verify must not create a log");
 }
+
+#[test]
+fn a_live_replay_reads_snapshots_and_records_through_a_barrier_and_no_further() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let appender = wal.appender();
+    let mut live = Balances::new();
+    for round in 0..10u64 {
+        let batch = events(round * 10, 10);
+        let seq = appender.append_and_wait(batch.clone()).unwrap();
+        for event in &batch {
+            apply(&mut live, event);
+        }
+        if seq == Seq::new(4) {
+            wal.save_snapshot("even", seq, &half(&live, 0)).unwrap();
+            wal.save_snapshot("odd", seq, &half(&live, 1)).unwrap();
+        }
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    appender
+        .try_barrier(move |result| {
+            let _ = tx.send(result);
+        })
+        .unwrap();
+    let through = rx.recv().unwrap().unwrap();
+    assert_eq!(through, Seq::new(10));
+    // Appends after the barrier are not part of the replay.
+    appender.append_and_wait(events(5_000, 3)).unwrap();
+    let mut halves = Halves::default();
+    let report = wal.replay_through(through, &mut halves).unwrap();
+    assert_eq!(halves.state, live);
+    assert_eq!(report.snapshots, 2);
+    assert_eq!(report.replayed_from, Seq::new(5));
+    assert_eq!(report.last_seq, Seq::new(10));
+    // Nothing beyond what is durable.
+    assert!(matches!(
+        wal.replay_through(Seq::new(12), &mut Halves::default()),
+        Err(WalError::ReplayBeyondDurable { .. })
+    ));
+    wal.close();
+}
