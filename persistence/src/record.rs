@@ -334,12 +334,6 @@ impl RecordPacker {
         self.events += 1;
     }
 
-    /// The sequence number of the record holding the most recently pushed event.
-    pub(crate) fn current_seq(&self) -> Seq {
-        debug_assert!(self.body_events > 0, "no open record");
-        self.next_seq
-    }
-
     /// The sequence number of the last record holding an event pushed so far, or of the last
     /// record written before this packer when nothing was pushed: where a barrier stands.
     pub(crate) fn last_seq(&self) -> Seq {
