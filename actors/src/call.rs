@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use conductor_engine::state::Event;
+use conductor_persistence::Seq;
 use tokio::sync::oneshot;
 
 use crate::error::{Answer, CommandError};
@@ -77,10 +78,27 @@ pub async fn log_durably_then(
         if r.is_ok() {
             on_durable();
         }
-        let _ = tx.send(r.map(|_| ()).map_err(CommandError::from));
+        let _ = tx.send(r.map(|_| ()));
     })?;
+    log_answer(rx).await
+}
+
+/// Waits until everything appended to the log so far is durable and acknowledged; returns the
+/// seq of the last record written before.
+pub async fn log_barrier(log: &Log) -> Result<Seq, CommandError> {
+    let (tx, rx) = oneshot::channel();
+    log.try_barrier(move |result| {
+        let _ = tx.send(result);
+    })?;
+    log_answer(rx).await
+}
+
+/// The log's answer, waited for at most [`CALL_TIMEOUT`].
+async fn log_answer<T>(
+    rx: oneshot::Receiver<Result<T, conductor_persistence::WalError>>,
+) -> Result<T, CommandError> {
     match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-        Ok(Ok(result)) => result,
+        Ok(Ok(result)) => result.map_err(CommandError::from),
         Ok(Err(_)) => Err(CommandError::LogFailed(
             "the log stopped before answering".into(),
         )),

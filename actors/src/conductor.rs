@@ -18,7 +18,9 @@ use conductor_engine::idempotency::{
 use conductor_engine::ids::{
     Code, IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId,
 };
-use conductor_engine::inventory::{AdjustReason, Adjustment, Incoming, StockPointInventory};
+use conductor_engine::inventory::{
+    AdjustReason, Adjustment, Incoming, StockEvent, StockPointInventory,
+};
 use conductor_engine::network::{Network, StockPoint};
 use conductor_engine::order::{FulfilmentStatus, Order};
 use conductor_engine::reservation::Reservation;
@@ -120,7 +122,8 @@ struct Shared {
     board: Arc<Board>,
     stock_points: Arc<Directory<StockPointMsg>>,
     warehouses: Arc<Directory<WarehouseMsg>>,
-    orchestrator: Mutex<Option<ActorRef<OrchestratorMsg>>>,
+    /// The orchestrator of the moment, shared with the order actors: a restart replaces it.
+    orchestrator: Arc<Mutex<Option<ActorRef<OrchestratorMsg>>>>,
     orchestrator_gate: Gate,
     intake: Arc<Intake>,
     desk: Mutex<Option<ActorRef<DeskMsg>>>,
@@ -139,13 +142,15 @@ struct Shared {
     /// Responses remembered per idempotency key, and the keys whose first request is still
     /// running (a concurrent retry of those is refused rather than run twice).
     idempotency: Mutex<(IdempotencyTable, FxHashSet<IdempotencyKey>)>,
+    /// The log itself (not an appender), for the replay that restarts the orchestrator; taken
+    /// at shutdown.
+    wal: Mutex<Option<Wal<Event>>>,
 }
 
 /// The in-process API: every operation of the HTTP contract, for the gateway and the harness.
 #[derive(Clone)]
 pub struct Conductor {
     shared: Arc<Shared>,
-    wal: Arc<Mutex<Option<Wal<Event>>>>,
     accepting: Arc<AtomicBool>,
     root: ActorCell,
 }
@@ -233,7 +238,7 @@ impl Conductor {
             board: board.clone(),
             stock_points: Arc::new(Directory::default()),
             warehouses: Arc::new(Directory::default()),
-            orchestrator: Mutex::new(None),
+            orchestrator: Arc::default(),
             orchestrator_gate: Gate::default(),
             intake: Arc::default(),
             desk: Mutex::new(None),
@@ -246,6 +251,7 @@ impl Conductor {
             restarts: Arc::new(AtomicU64::new(0)),
             network: RwLock::new(Arc::new(state.network.clone())),
             idempotency: Mutex::new((state.idempotency.clone(), FxHashSet::default())),
+            wal: Mutex::new(Some(wal)),
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
             .await
@@ -256,34 +262,13 @@ impl Conductor {
                 .await
                 .map_err(|e| StartError::Spawn(e.to_string()))?;
         }
-        let downstream: Arc<dyn Downstream> = Arc::new(Forward {
-            shared: Arc::downgrade(&shared),
-        });
-        let (orchestrator, _) = Actor::spawn_linked(
-            None,
-            crate::orchestrator::Orchestrator,
-            OrchestratorArgs {
-                skus: state.skus.clone(),
-                network: state.network.clone(),
-                rules: state.rules.clone(),
-                book: state.reservations.clone(),
-                next: state.next,
-                board,
-                directory: shared.stock_points.clone(),
-                log: log.clone(),
-                clock: config.clock.clone(),
-                downstream,
-                intake: shared.intake.clone(),
-            },
-            supervisor.get_cell(),
-        )
-        .await
-        .map_err(|e| StartError::Spawn(e.to_string()))?;
-        *lock(&shared.orchestrator) = Some(orchestrator.clone());
+        start_orchestrator(&shared, &supervisor, &state)
+            .await
+            .map_err(|e| StartError::Spawn(e.to_string()))?;
         let context = OrderContext {
             stock_points: shared.stock_points.clone(),
             warehouses: shared.warehouses.clone(),
-            orchestrator,
+            orchestrator: shared.orchestrator.clone(),
             log: log.clone(),
             clock: config.clock.clone(),
             wave_window: config.wave_window,
@@ -324,7 +309,6 @@ impl Conductor {
         }
         let conductor = Conductor {
             shared,
-            wal: Arc::new(Mutex::new(Some(wal))),
             accepting: Arc::new(AtomicBool::new(true)),
             root: supervisor.get_cell(),
         };
@@ -347,8 +331,8 @@ impl Conductor {
         }
     }
 
-    /// The orchestrator, if it is running: a stopped one (it is not restarted) is "unavailable"
-    /// at once, before anything is queued for it.
+    /// The orchestrator, if it is running: a failed one (down, or not yet restarted) is
+    /// "unavailable" at once, before anything is queued for it.
     fn orchestrator(&self) -> Result<ActorRef<OrchestratorMsg>, CommandError> {
         lock(&self.shared.orchestrator)
             .clone()
@@ -356,8 +340,8 @@ impl Conductor {
             .ok_or_else(|| CommandError::Unavailable("orchestrator stopped".into()))
     }
 
-    /// Whether the actors every write goes through (the orchestrator and the order desk, which
-    /// are not restarted) are running: what readiness reports.
+    /// Whether the actors every write goes through (the orchestrator and the order desk) are
+    /// running: what readiness reports.
     pub fn takes_writes(&self) -> bool {
         self.desk().is_ok_and(|d| running(&d)) && self.orchestrator().is_ok()
     }
@@ -933,7 +917,7 @@ impl Conductor {
             .stop_children_and_wait(None, Some(CALL_TIMEOUT))
             .await;
         self.root.stop(None);
-        let wal = lock(&self.wal).take();
+        let wal = lock(&self.shared.wal).take();
         if let Some(wal) = wal {
             // close() joins the writer thread after its final flush: off the runtime.
             let _ = tokio::task::spawn_blocking(move || wal.close()).await;
@@ -949,6 +933,40 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Whether an actor is starting or running, not stopping or stopped.
 fn running<M: ractor::Message>(actor: &ActorRef<M>) -> bool {
     ractor::ACTIVE_STATES.contains(&actor.get_status())
+}
+
+/// Starts (or restarts) the orchestrator with its piece of `state` (catalogue, network, rules,
+/// reservations, id counters), linked to the supervisor, and records it where the handle and
+/// the order actors find it.
+async fn start_orchestrator(
+    shared: &Arc<Shared>,
+    supervisor: &ActorRef<SupervisorMsg>,
+    state: &State,
+) -> Result<(), ractor::SpawnErr> {
+    let args = OrchestratorArgs {
+        skus: state.skus.clone(),
+        network: state.network.clone(),
+        rules: state.rules.clone(),
+        book: state.reservations.clone(),
+        next: state.next,
+        board: shared.board.clone(),
+        directory: shared.stock_points.clone(),
+        log: shared.log.clone(),
+        clock: shared.clock.clone(),
+        downstream: Arc::new(Forward {
+            shared: Arc::downgrade(shared),
+        }),
+        intake: shared.intake.clone(),
+    };
+    let (orchestrator, _) = Actor::spawn_linked(
+        None,
+        crate::orchestrator::Orchestrator,
+        args,
+        supervisor.get_cell(),
+    )
+    .await?;
+    *lock(&shared.orchestrator) = Some(orchestrator);
+    Ok(())
 }
 
 /// Starts (or restarts) a stock point actor, linked to the supervisor, and records it.
@@ -1078,16 +1096,18 @@ pub enum SupervisorMsg {
     Add(StockPointId),
 }
 
-/// The root of the tree. It restarts a failed stock point actor from its durable inventory
-/// and a failed warehouse actor from the open fulfilments the order desk knows (its tasks are
-/// derived state), each at most [`RESTARTS_MAX`] times in [`RESTART_WINDOW`], then leaves it
-/// down so that it takes no writes; and logs and counts every failure.
+/// The root of the tree. It restarts a failed stock point actor from its durable inventory,
+/// a failed warehouse actor from the open fulfilments the order desk knows (its tasks are
+/// derived state), and a failed orchestrator from the log, each at most [`RESTARTS_MAX`] times
+/// in [`RESTART_WINDOW`], then leaves it down so that it takes no writes; and logs and counts
+/// every failure.
 struct Supervisor;
 
 struct SupervisorState {
     shared: Arc<Shared>,
     restarts: FxHashMap<StockPointId, Vec<Instant>>,
     warehouse_restarts: FxHashMap<StockPointId, Vec<Instant>>,
+    orchestrator_restarts: Vec<Instant>,
 }
 
 /// Records a failure in `recent`; false if there were already [`RESTARTS_MAX`] in the window.
@@ -1114,6 +1134,7 @@ impl Actor for Supervisor {
             shared,
             restarts: FxHashMap::default(),
             warehouse_restarts: FxHashMap::default(),
+            orchestrator_restarts: Vec::new(),
         })
     }
 
@@ -1143,6 +1164,13 @@ impl Actor for Supervisor {
             return Ok(());
         };
         state.shared.restarts.fetch_add(1, Ordering::Relaxed);
+        let orchestrator = lock(&state.shared.orchestrator)
+            .as_ref()
+            .map(|o| o.get_id());
+        if orchestrator == Some(cell.get_id()) {
+            restart_orchestrator(&myself, &reason, state);
+            return Ok(());
+        }
         let Some(id) = state.shared.stock_points.find(cell.get_id()) else {
             return restart_warehouse(&myself, &cell, &reason, state).await;
         };
@@ -1168,8 +1196,131 @@ impl Actor for Supervisor {
     }
 }
 
+/// Restarts a failed orchestrator from the log, off the supervisor (the replay reads the disk
+/// and waits on the stock points). Reservations queued for the failed actor are refused with
+/// "unavailable" at once; until the new one is in place every write through it is refused the
+/// same way, since the handle sees no running orchestrator.
+fn restart_orchestrator(
+    supervisor: &ActorRef<SupervisorMsg>,
+    reason: &ActorProcessingErr,
+    state: &mut SupervisorState,
+) {
+    let failed = CommandError::Unavailable("the orchestrator failed; retry".into());
+    let refused = state.shared.intake.refuse_all(&failed);
+    if !may_restart(&mut state.orchestrator_restarts) {
+        error!(%reason, refused, "orchestrator failed too often; it stays down and every write through it is refused");
+        return;
+    }
+    error!(%reason, refused, "orchestrator failed; restarting it from the log");
+    let shared = state.shared.clone();
+    let supervisor = supervisor.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        match revive_orchestrator(&shared, &supervisor).await {
+            Ok((events, settled)) => info!(
+                events,
+                settled,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "orchestrator restarted from the log"
+            ),
+            Err(error) => error!(%error, "orchestrator did not restart; it stays down"),
+        }
+    });
+}
+
+/// Rebuilds the orchestrator's piece of the state from what is durable and starts it; returns
+/// the events replayed and the events that settled what the failure left half done.
+///
+/// 1. Every stock point answers a question, which it takes after everything the failed actor
+///    sent it (a mailbox is first in, first out): by then each has handed those holds and
+///    allocations to the log.
+/// 2. A log barrier: everything appended before it is durable and its acknowledgement has run,
+///    so the desk has heard of every durable order (the acknowledgement tells it).
+/// 3. Snapshot plus log, through the barrier, replayed into a whole state.
+/// 4. What the failure left half done is settled as at start-up ([`State::reconcile`]): holds
+///    of reservations never recorded and allocations of orders never recorded are given back
+///    through their stock points, a reservation missing a hold is released. Nothing here was
+///    acknowledged: each acknowledgement waits for the last record of its operation.
+/// 5. The orchestrator starts on the result and takes whatever reached the intake meanwhile.
+async fn revive_orchestrator(
+    shared: &Arc<Shared>,
+    supervisor: &ActorRef<SupervisorMsg>,
+) -> Result<(u64, usize), CommandError> {
+    for (sp, handle) in shared.stock_points.all() {
+        let asked =
+            crate::call::query(&handle.actor, StockPointMsg::Inspect, "stock point stopped").await;
+        if let Err(error) = asked {
+            // A stock point that failed lost its mailbox with the failed actor's messages in
+            // it; it restarts from what its log acknowledged, which the replay reads too.
+            warn!(stock_point = ?sp, %error, "stock point did not answer before the replay");
+        }
+    }
+    let through = crate::call::log_barrier(&shared.log).await?;
+    let replaying = shared.clone();
+    let (mut state, events) = tokio::task::spawn_blocking(move || -> Result<_, WalError> {
+        let wal = lock(&replaying.wal);
+        let wal = wal.as_ref().ok_or(WalError::Closed)?;
+        let mut rebuild = Rebuild::default();
+        let report = wal.replay_through(through, &mut rebuild)?;
+        Ok((rebuild.state, report.events))
+    })
+    .await
+    .map_err(|e| CommandError::Unavailable(format!("the replay stopped: {e}")))??;
+    let settle = state.reconcile(shared.clock.now());
+    let settled = settle.len();
+    let mut reservations = Vec::new();
+    for event in settle {
+        match event {
+            Event::Stock {
+                stock_point, event, ..
+            } => {
+                let command = match event {
+                    StockEvent::HoldReleased {
+                        reservation,
+                        reason,
+                    } => StockCommand::Release {
+                        reservation,
+                        reason,
+                    },
+                    StockEvent::AllocationReleased { order, .. } => {
+                        StockCommand::ReleaseAllocation { order }
+                    }
+                    other => {
+                        warn!(?other, "no command settles this; left alone");
+                        continue;
+                    }
+                };
+                let stock_points = shared.stock_points.clone();
+                let answered = ask(|answer| {
+                    stock_points.send(stock_point, |ticket| StockPointMsg::Command {
+                        command,
+                        answer,
+                        ticket,
+                    })
+                })
+                .await;
+                // A refusal means it was settled meanwhile (a hold that expired on its own).
+                if let Err(error) = answered {
+                    warn!(stock_point = ?stock_point, %error, "could not settle at a stock point; expiry or the next start will");
+                }
+            }
+            reservation => reservations.push(reservation),
+        }
+    }
+    if !reservations.is_empty() {
+        crate::call::log_durably(&shared.log, reservations.clone()).await?;
+        for event in &reservations {
+            state.apply(event);
+        }
+    }
+    start_orchestrator(shared, supervisor, &state)
+        .await
+        .map_err(|e| CommandError::Unavailable(format!("the orchestrator did not start: {e}")))?;
+    Ok((events, settled))
+}
+
 /// Restarts a failed warehouse actor with tasks rebuilt from the fulfilments open there, as at
-/// start-up; any other failed actor (the orchestrator, the order desk) is logged and stays down.
+/// start-up; any other failed actor (the order desk) is logged and stays down.
 async fn restart_warehouse(
     supervisor: &ActorRef<SupervisorMsg>,
     cell: &ActorCell,

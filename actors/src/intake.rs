@@ -78,6 +78,17 @@ impl Intake {
         (std::mem::replace(&mut *queue, rest), Ring::Ring)
     }
 
+    /// Answers everything queued with `why` and empties the intake: what a failed orchestrator
+    /// left behind, which nobody will take.
+    pub fn refuse_all(&self, why: &CommandError) -> usize {
+        let queued = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let refused = queued.len();
+        for (_, answer) in queued {
+            answer(Err(why.clone()));
+        }
+        refused
+    }
+
     pub fn depth(&self) -> usize {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -285,6 +285,19 @@ impl Actor for Orchestrator {
         Ok(state)
     }
 
+    async fn post_start(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A restarted orchestrator: requests pushed while its predecessor failed found the
+        // intake non-empty and rang nobody. Take them.
+        if state.intake.depth() > 0 {
+            let _ = myself.send_message(OrchestratorMsg::Collect);
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<OrchestratorMsg>,
@@ -1061,7 +1074,7 @@ impl OrchestratorState {
         self.confirming.insert(
             id,
             Confirming {
-                order,
+                order: order.clone(),
                 created,
                 outstanding: stock_points.clone(),
                 allocated: Vec::new(),
@@ -1074,6 +1087,9 @@ impl OrchestratorState {
         for sp in stock_points {
             let me = myself.clone();
             let also = also.clone();
+            // A single stock point logs the order with its allocation: once that is durable the
+            // order exists, and the desk hears of it from here, whatever becomes of this actor.
+            let durable_order = single.then(|| (self.downstream.clone(), order.clone()));
             let sent = self
                 .directory
                 .send(sp, |ticket| StockPointMsg::AllocateHold {
@@ -1081,6 +1097,9 @@ impl OrchestratorState {
                     order: order_id,
                     also,
                     answer: reply(move |result| {
+                        if let (Ok(Ok(())), Some((downstream, order))) = (&result, durable_order) {
+                            downstream.order_confirmed(order);
+                        }
                         let _ = me.send_message(OrchestratorMsg::AllocationAnswered {
                             id,
                             stock_point: sp,
@@ -1138,7 +1157,13 @@ impl OrchestratorState {
                 },
             ];
             let me = myself.clone();
+            let downstream = self.downstream.clone();
+            let order = confirming.order.clone();
             self.log_then(events, move |result| {
+                // As for a single stock point: the desk hears of a durable order from here.
+                if result.is_ok() {
+                    downstream.order_confirmed(order);
+                }
                 let _ = me.send_message(OrchestratorMsg::ConfirmDurable { id, result });
             });
             return;
@@ -1194,7 +1219,6 @@ impl OrchestratorState {
                     id,
                     order: confirming.order.id,
                 });
-                self.downstream.order_confirmed(confirming.order.clone());
                 (confirming.answer)(Ok(Ok(confirming.order)));
             }
             Err(error) => (confirming.answer)(Err(error)),

@@ -158,7 +158,8 @@ pub struct OrderCounts {
 pub struct OrderContext {
     pub stock_points: Arc<Directory<StockPointMsg>>,
     pub warehouses: Arc<Directory<WarehouseMsg>>,
-    pub orchestrator: ActorRef<OrchestratorMsg>,
+    /// The orchestrator of the moment: the supervisor puts a restarted one here.
+    pub orchestrator: Arc<Mutex<Option<ActorRef<OrchestratorMsg>>>>,
     pub log: Log,
     pub clock: Arc<dyn Clock>,
     pub wave_window: Duration,
@@ -1017,7 +1018,9 @@ impl OrderState {
 
     /// Finds the missing units elsewhere; what cannot be found is written off.
     async fn resource(&mut self, request: order::ResourceRequest) -> Result<(), CommandError> {
-        let orchestrator = self.context.orchestrator.clone();
+        let orchestrator = lock(&self.context.orchestrator)
+            .clone()
+            .ok_or_else(|| CommandError::Unavailable("orchestrator stopped".into()))?;
         let found = ask(|answer| {
             orchestrator
                 .send_message(OrchestratorMsg::Resource {
