@@ -6,7 +6,7 @@
 //! flush the log.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -126,7 +126,15 @@ struct Shared {
     orchestrator: Arc<Mutex<Option<ActorRef<OrchestratorMsg>>>>,
     orchestrator_gate: Gate,
     intake: Arc<Intake>,
-    desk: Mutex<Option<ActorRef<DeskMsg>>>,
+    /// The order desk of the moment, shared with the warehouses: a restart replaces it.
+    desk: Arc<Mutex<Option<ActorRef<DeskMsg>>>>,
+    wave_window: Duration,
+    order_idle: Duration,
+    /// Order actors whose task has not ended (see `OrderContext::actors`).
+    order_actors: Arc<AtomicUsize>,
+    /// Durable orders that no desk could take (it had failed): for the restarted one. Bounded
+    /// by the confirmations the orchestrator makes while the desk restarts.
+    unstarted: Mutex<Vec<Order>>,
     log: Log,
     clock: Arc<dyn Clock>,
     workers: Option<WorkerConfig>,
@@ -241,7 +249,11 @@ impl Conductor {
             orchestrator: Arc::default(),
             orchestrator_gate: Gate::default(),
             intake: Arc::default(),
-            desk: Mutex::new(None),
+            desk: Arc::default(),
+            wave_window: config.wave_window,
+            order_idle: config.order_idle,
+            order_actors: Arc::default(),
+            unstarted: Mutex::default(),
             log: log.clone(),
             clock: config.clock.clone(),
             workers: config.workers,
@@ -265,48 +277,16 @@ impl Conductor {
         start_orchestrator(&shared, &supervisor, &state)
             .await
             .map_err(|e| StartError::Spawn(e.to_string()))?;
-        let context = OrderContext {
-            stock_points: shared.stock_points.clone(),
-            warehouses: shared.warehouses.clone(),
-            orchestrator: shared.orchestrator.clone(),
-            log: log.clone(),
-            clock: config.clock.clone(),
-            wave_window: config.wave_window,
-            order_idle: config.order_idle,
-            failures: shared.restarts.clone(),
-        };
-        let (desk, _) = Actor::spawn_linked(
-            None,
-            OrderDesk,
-            DeskArgs {
-                context,
-                orders: state.orders.clone(),
-                returns: state.returns.clone(),
-                next_return: state.next.ret,
-                network: state.network.clone(),
-                policy: ReturnPolicy::default(),
-            },
-            supervisor.get_cell(),
-        )
-        .await
-        .map_err(|e| StartError::Spawn(e.to_string()))?;
-        *lock(&shared.desk) = Some(desk.clone());
+        let desk = start_desk(&shared, &supervisor, &state)
+            .await
+            .map_err(|e| StartError::Spawn(e.to_string()))?;
         for sp in state.network.iter() {
             let released = released_at(state.orders.values(), sp.id);
             start_warehouse(&shared, &supervisor, sp.id, released)
                 .await
                 .map_err(|e| StartError::Spawn(e.to_string()))?;
         }
-        // Orders confirmed but not yet released are released after the wave window.
-        for order in state.orders.values() {
-            if order
-                .fulfilments
-                .iter()
-                .any(|f| f.status == FulfilmentStatus::Allocated)
-            {
-                let _ = desk.send_message(DeskMsg::ToOrder(order.id, OrderMsg::Release));
-            }
-        }
+        release_allocated(&desk, &state);
         let conductor = Conductor {
             shared,
             accepting: Arc::new(AtomicBool::new(true)),
@@ -891,10 +871,17 @@ impl Conductor {
         }
     }
 
+    /// Test hook: makes the order desk panic, to exercise supervision.
+    pub fn crash_desk(&self) -> Result<(), CommandError> {
+        self.desk()?
+            .send_message(DeskMsg::Crash)
+            .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
+    }
+
     /// Test hook: makes a live order's actor panic, to exercise supervision.
     pub fn crash_order(&self, id: OrderId) -> Result<(), CommandError> {
         self.desk()?
-            .send_message(DeskMsg::Crash(id))
+            .send_message(DeskMsg::CrashOrder(id))
             .map_err(|_| CommandError::Unavailable("order desk stopped".into()))
     }
 
@@ -969,6 +956,56 @@ async fn start_orchestrator(
     Ok(())
 }
 
+/// Starts (or restarts) the order desk with the orders and returns of `state`, linked to the
+/// supervisor, and records it where the handle and the warehouses find it.
+async fn start_desk(
+    shared: &Arc<Shared>,
+    supervisor: &ActorRef<SupervisorMsg>,
+    state: &State,
+) -> Result<ActorRef<DeskMsg>, ractor::SpawnErr> {
+    let context = OrderContext {
+        stock_points: shared.stock_points.clone(),
+        warehouses: shared.warehouses.clone(),
+        orchestrator: shared.orchestrator.clone(),
+        log: shared.log.clone(),
+        clock: shared.clock.clone(),
+        wave_window: shared.wave_window,
+        order_idle: shared.order_idle,
+        failures: shared.restarts.clone(),
+        actors: shared.order_actors.clone(),
+    };
+    let args = DeskArgs {
+        context,
+        orders: state.orders.clone(),
+        returns: state.returns.clone(),
+        next_return: state.next.ret,
+        network: state.network.clone(),
+        policy: ReturnPolicy::default(),
+    };
+    let (desk, _) = Actor::spawn_linked(None, OrderDesk, args, supervisor.get_cell()).await?;
+    let mut slot = lock(&shared.desk);
+    *slot = Some(desk.clone());
+    // Orders confirmed while no desk could take them (a desk that knows one already ignores it).
+    for order in std::mem::take(&mut *lock(&shared.unstarted)) {
+        let _ = desk.send_message(DeskMsg::Start(order));
+    }
+    drop(slot);
+    Ok(desk)
+}
+
+/// Orders confirmed but not yet released are released after the wave window.
+fn release_allocated(desk: &ActorRef<DeskMsg>, state: &State) {
+    for order in state.orders.values() {
+        if order
+            .fulfilments
+            .iter()
+            .any(|f| f.status == FulfilmentStatus::Allocated)
+        {
+            let _ = desk.send_message(DeskMsg::ToOrder(order.id, OrderMsg::Release));
+        }
+    }
+}
+
 /// Starts (or restarts) a stock point actor, linked to the supervisor, and records it.
 async fn start_stock_point(
     shared: &Arc<Shared>,
@@ -1005,9 +1042,7 @@ async fn start_warehouse(
     sp: StockPointId,
     released: Vec<(OrderId, conductor_engine::order::Fulfilment)>,
 ) -> Result<(), ractor::SpawnErr> {
-    let Some(desk) = lock(&shared.desk).clone() else {
-        return Ok(());
-    };
+    let desk = shared.desk.clone();
     // Stock points without a network entry yet default to the warehouse layout.
     let kind = shared
         .network
@@ -1085,9 +1120,19 @@ impl Downstream for Forward {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let desk = lock(&shared.desk).clone();
-        if let Some(desk) = desk {
-            let _ = desk.send_message(DeskMsg::Start(order));
+        // Under the slot's lock, which a restarted desk takes to be put in place: an order
+        // the failed desk could not take waits for the new one.
+        let desk = lock(&shared.desk);
+        let unsent = match desk.as_ref() {
+            Some(desk) => match desk.send_message(DeskMsg::Start(order)) {
+                Ok(()) => None,
+                Err(ractor::MessagingErr::SendErr(DeskMsg::Start(order))) => Some(order),
+                Err(_) => None,
+            },
+            None => Some(order),
+        };
+        if let Some(order) = unsent {
+            lock(&shared.unstarted).push(order);
         }
     }
 }
@@ -1098,9 +1143,9 @@ pub enum SupervisorMsg {
 
 /// The root of the tree. It restarts a failed stock point actor from its durable inventory,
 /// a failed warehouse actor from the open fulfilments the order desk knows (its tasks are
-/// derived state), and a failed orchestrator from the log, each at most [`RESTARTS_MAX`] times
-/// in [`RESTART_WINDOW`], then leaves it down so that it takes no writes; and logs and counts
-/// every failure.
+/// derived state), and a failed orchestrator or order desk from the log, each at most
+/// [`RESTARTS_MAX`] times in [`RESTART_WINDOW`], then leaves it down so that it takes no
+/// writes; and logs and counts every failure.
 struct Supervisor;
 
 struct SupervisorState {
@@ -1108,6 +1153,7 @@ struct SupervisorState {
     restarts: FxHashMap<StockPointId, Vec<Instant>>,
     warehouse_restarts: FxHashMap<StockPointId, Vec<Instant>>,
     orchestrator_restarts: Vec<Instant>,
+    desk_restarts: Vec<Instant>,
 }
 
 /// Records a failure in `recent`; false if there were already [`RESTARTS_MAX`] in the window.
@@ -1135,6 +1181,7 @@ impl Actor for Supervisor {
             restarts: FxHashMap::default(),
             warehouse_restarts: FxHashMap::default(),
             orchestrator_restarts: Vec::new(),
+            desk_restarts: Vec::new(),
         })
     }
 
@@ -1169,6 +1216,11 @@ impl Actor for Supervisor {
             .map(|o| o.get_id());
         if orchestrator == Some(cell.get_id()) {
             restart_orchestrator(&myself, &reason, state);
+            return Ok(());
+        }
+        let desk = lock(&state.shared.desk).as_ref().map(|d| d.get_id());
+        if desk == Some(cell.get_id()) {
+            restart_desk(&myself, &reason, state);
             return Ok(());
         }
         let Some(id) = state.shared.stock_points.find(cell.get_id()) else {
@@ -1231,9 +1283,7 @@ fn restart_orchestrator(
 /// Rebuilds the orchestrator's piece of the state from what is durable and starts it; returns
 /// the events replayed and the events that settled what the failure left half done.
 ///
-/// 1. Every stock point answers a question, which it takes after everything the failed actor
-///    sent it (a mailbox is first in, first out): by then each has handed those holds and
-///    allocations to the log.
+/// 1. Every stock point has handled what the failed actor sent it (`drain_stock_points`).
 /// 2. A log barrier: everything appended before it is durable and its acknowledgement has run,
 ///    so the desk has heard of every durable order (the acknowledgement tells it).
 /// 3. Snapshot plus log, through the barrier, replayed into a whole state.
@@ -1246,26 +1296,8 @@ async fn revive_orchestrator(
     shared: &Arc<Shared>,
     supervisor: &ActorRef<SupervisorMsg>,
 ) -> Result<(u64, usize), CommandError> {
-    for (sp, handle) in shared.stock_points.all() {
-        let asked =
-            crate::call::query(&handle.actor, StockPointMsg::Inspect, "stock point stopped").await;
-        if let Err(error) = asked {
-            // A stock point that failed lost its mailbox with the failed actor's messages in
-            // it; it restarts from what its log acknowledged, which the replay reads too.
-            warn!(stock_point = ?sp, %error, "stock point did not answer before the replay");
-        }
-    }
-    let through = crate::call::log_barrier(&shared.log).await?;
-    let replaying = shared.clone();
-    let (mut state, events) = tokio::task::spawn_blocking(move || -> Result<_, WalError> {
-        let wal = lock(&replaying.wal);
-        let wal = wal.as_ref().ok_or(WalError::Closed)?;
-        let mut rebuild = Rebuild::default();
-        let report = wal.replay_through(through, &mut rebuild)?;
-        Ok((rebuild.state, report.events))
-    })
-    .await
-    .map_err(|e| CommandError::Unavailable(format!("the replay stopped: {e}")))??;
+    drain_stock_points(shared).await;
+    let (mut state, events) = replay_durable(shared).await?;
     let settle = state.reconcile(shared.clock.now());
     let settled = settle.len();
     let mut reservations = Vec::new();
@@ -1319,8 +1351,101 @@ async fn revive_orchestrator(
     Ok((events, settled))
 }
 
+/// Asks every stock point a question, which it takes after everything sent to it before (a
+/// mailbox is first in, first out): by the answer, what a failed actor sent it is in the log's
+/// hands.
+async fn drain_stock_points(shared: &Arc<Shared>) {
+    for (sp, handle) in shared.stock_points.all() {
+        let asked =
+            crate::call::query(&handle.actor, StockPointMsg::Inspect, "stock point stopped").await;
+        if let Err(error) = asked {
+            // A stock point that failed lost its mailbox with the failed actor's messages in
+            // it; it restarts from what its log acknowledged, which the replay reads too.
+            warn!(stock_point = ?sp, %error, "stock point did not answer before the replay");
+        }
+    }
+}
+
+/// Waits until everything appended to the log so far is durable and acknowledged (a barrier),
+/// then replays the last snapshot and the log through the barrier into a whole state, off the
+/// runtime's workers; returns it with the number of events replayed.
+async fn replay_durable(shared: &Arc<Shared>) -> Result<(State, u64), CommandError> {
+    let through = crate::call::log_barrier(&shared.log).await?;
+    let replaying = shared.clone();
+    tokio::task::spawn_blocking(move || -> Result<_, WalError> {
+        let wal = lock(&replaying.wal);
+        let wal = wal.as_ref().ok_or(WalError::Closed)?;
+        let mut rebuild = Rebuild::default();
+        let report = wal.replay_through(through, &mut rebuild)?;
+        Ok((rebuild.state, report.events))
+    })
+    .await
+    .map_err(|e| CommandError::Unavailable(format!("the replay stopped: {e}")))?
+    .map_err(CommandError::from)
+}
+
+/// Restarts a failed order desk from the log, off the supervisor. Its order actors were killed
+/// with it (ractor stops a failed actor's children), and the messages in its mailbox and theirs
+/// are lost: their callers hear "unavailable" or time out (outcome unknown), and a warehouse's
+/// report goes back to open. Until the new desk is in place every order command is refused.
+fn restart_desk(
+    supervisor: &ActorRef<SupervisorMsg>,
+    reason: &ActorProcessingErr,
+    state: &mut SupervisorState,
+) {
+    if !may_restart(&mut state.desk_restarts) {
+        error!(%reason, "order desk failed too often; it stays down and every order command is refused");
+        return;
+    }
+    error!(%reason, "order desk failed; restarting it from the log");
+    let shared = state.shared.clone();
+    let supervisor = supervisor.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        match revive_desk(&shared, &supervisor).await {
+            Ok((events, orders)) => info!(
+                events,
+                orders,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "order desk restarted from the log"
+            ),
+            Err(error) => error!(%error, "order desk did not restart; it stays down"),
+        }
+    });
+}
+
+/// Rebuilds the orders and returns from what is durable and starts a desk on them; returns the
+/// events replayed and the orders it took.
+///
+/// 1. Every order actor of the failed desk has ended (no append of theirs can follow), and every
+///    stock point has handled what they sent it.
+/// 2. A log barrier, then the last snapshot and the log through it, replayed.
+/// 3. The new desk starts on the orders and returns of that state (passivated: each actor
+///    starts on its next message), and orders still allocated are released after a wave
+///    window, as at start-up.
+async fn revive_desk(
+    shared: &Arc<Shared>,
+    supervisor: &ActorRef<SupervisorMsg>,
+) -> Result<(u64, usize), CommandError> {
+    let ended = crate::call::poll_until(Instant::now() + CALL_TIMEOUT, || {
+        shared.order_actors.load(Ordering::Acquire) == 0
+    })
+    .await;
+    if !ended {
+        return Err(CommandError::Timeout);
+    }
+    // Stock commands the ended actors sent are logged before the replay reads the log.
+    drain_stock_points(shared).await;
+    let (state, events) = replay_durable(shared).await?;
+    let desk = start_desk(shared, supervisor, &state)
+        .await
+        .map_err(|e| CommandError::Unavailable(format!("the order desk did not start: {e}")))?;
+    release_allocated(&desk, &state);
+    Ok((events, state.orders.len()))
+}
+
 /// Restarts a failed warehouse actor with tasks rebuilt from the fulfilments open there, as at
-/// start-up; any other failed actor (the order desk) is logged and stays down.
+/// start-up; an actor the supervisor does not know is logged and left alone.
 async fn restart_warehouse(
     supervisor: &ActorRef<SupervisorMsg>,
     cell: &ActorCell,

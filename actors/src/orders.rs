@@ -17,7 +17,7 @@
 //! in flight, so that no command is lost in a stopping mailbox and no late acknowledgement is
 //! lost with it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,7 +129,9 @@ pub enum DeskMsg {
     /// Live and passivated order counts.
     Counts(RpcReplyPort<OrderCounts>),
     /// Test hook: makes a live order's actor panic.
-    Crash(OrderId),
+    CrashOrder(OrderId),
+    /// Test hook: makes the desk itself panic.
+    Crash,
     /// The fulfilments a stock point's warehouse has open, to rebuild its tasks.
     ReleasedAt(StockPointId, RpcReplyPort<Vec<(OrderId, Fulfilment)>>),
 }
@@ -166,6 +168,26 @@ pub struct OrderContext {
     pub order_idle: Duration,
     /// Failed actors, counted for the metrics (shared with the supervisor's count).
     pub failures: Arc<AtomicU64>,
+    /// Order actors whose task has not ended yet: a restarted desk waits until its failed
+    /// predecessor's actors are all gone before it reads the log.
+    pub actors: Arc<AtomicUsize>,
+}
+
+/// Counts an order actor from its start until its state is dropped, which is when its task
+/// ends, whether it stopped, failed or was killed with its desk.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(actors: &Arc<AtomicUsize>) -> Alive {
+        actors.fetch_add(1, Ordering::AcqRel);
+        Alive(actors.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub struct OrderDesk;
@@ -289,6 +311,10 @@ impl Actor for OrderDesk {
         match message {
             DeskMsg::Start(order) => {
                 let id = order.id;
+                if state.knows(id) {
+                    // A restarted desk read it from the log and was also handed it.
+                    return Ok(());
+                }
                 let wave_window = state.context.wave_window;
                 let live = state.spawn(&myself, order, Vec::new()).await?;
                 live.routed += 1;
@@ -408,7 +434,8 @@ impl Actor for OrderDesk {
                     let _ = reply.send(released);
                 });
             }
-            DeskMsg::Crash(id) => {
+            DeskMsg::Crash => panic!("crash requested by a test hook"),
+            DeskMsg::CrashOrder(id) => {
                 if let Some(live) = state.live.get(&id) {
                     let _ = live.actor.send_message(OrderMsg::Crash);
                 }
@@ -542,6 +569,10 @@ impl DeskState {
     }
 
     /// Starts an actor on `durable`: a new copy, or the one a failed actor left.
+    fn knows(&self, id: OrderId) -> bool {
+        self.live.contains_key(&id) || self.resting.contains_key(&id) || self.down.contains_key(&id)
+    }
+
     async fn start(
         &mut self,
         desk: &ActorRef<DeskMsg>,
@@ -677,6 +708,7 @@ pub struct OrderState {
     network: Network,
     policy: ReturnPolicy,
     last_message: Timestamp,
+    _alive: Alive,
 }
 
 impl Actor for OrderActor {
@@ -691,6 +723,7 @@ impl Actor for OrderActor {
     ) -> Result<OrderState, ActorProcessingErr> {
         myself.send_interval(args.context.order_idle, || OrderMsg::IdleCheck);
         Ok(OrderState {
+            _alive: Alive::new(&args.context.actors),
             last_message: args.context.clock.now(),
             order: args.order,
             durable: args.durable,

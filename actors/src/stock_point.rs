@@ -30,6 +30,36 @@ pub fn reply<T: Send + 'static>(f: impl FnOnce(T) + Send + 'static) -> Reply<T> 
     Box::new(f)
 }
 
+/// A reply that answers "unavailable" if it is dropped unanswered: when its message could not
+/// be sent or was lost in the mailbox of an actor that failed. For callers that are actors
+/// themselves and would otherwise wait for an answer that never comes.
+pub fn reply_or_unavailable<T: Send + 'static>(
+    f: impl FnOnce(Answer<T>) + Send + 'static,
+) -> Reply<Answer<T>> {
+    let guard = AnswerOnDrop(Some(Box::new(f)));
+    Box::new(move |answer| guard.answer(answer))
+}
+
+struct AnswerOnDrop<T>(Option<Reply<Answer<T>>>);
+
+impl<T> AnswerOnDrop<T> {
+    fn answer(mut self, answer: Answer<T>) {
+        if let Some(f) = self.0.take() {
+            f(answer);
+        }
+    }
+}
+
+impl<T> Drop for AnswerOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(CommandError::Unavailable(
+                "the actor stopped before answering".into(),
+            )));
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum HoldAnswer {
     /// Placed and durable.
@@ -489,5 +519,35 @@ impl StockPointState {
         self.armed = Some(next);
         let delay = Duration::from_millis(next.0.saturating_sub(self.clock.now().0));
         myself.send_after(delay, || StockPointMsg::ExpireDue);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Answers = Arc<std::sync::Mutex<Vec<Answer<u32>>>>;
+
+    fn recorder() -> (Answers, Reply<Answer<u32>>) {
+        let answers = Answers::default();
+        let seen = answers.clone();
+        let reply = reply_or_unavailable(move |answer| seen.lock().unwrap().push(answer));
+        (answers, reply)
+    }
+
+    #[test]
+    fn a_reply_dropped_unanswered_answers_unavailable_once() {
+        let (answers, reply) = recorder();
+        drop(reply);
+        let answers = answers.lock().unwrap();
+        assert_eq!(answers.len(), 1);
+        assert!(matches!(answers[0], Err(CommandError::Unavailable(_))));
+    }
+
+    #[test]
+    fn an_answered_reply_answers_only_that() {
+        let (answers, reply) = recorder();
+        reply(Ok(Ok(7)));
+        assert!(matches!(answers.lock().unwrap()[..], [Ok(Ok(7))]));
     }
 }

@@ -39,7 +39,7 @@
 //! slotted afresh from on_hand.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conductor_engine::fulfilment::batching::{
@@ -74,7 +74,7 @@ use crate::directory::Directory;
 use crate::error::{invalid, Answer, Refusal};
 use crate::mailbox::Ticket;
 use crate::orders::{DeskMsg, OrderMsg, Step};
-use crate::stock_point::{reply, Reply, StockCommand, StockPointMsg};
+use crate::stock_point::{reply, reply_or_unavailable, Reply, StockCommand, StockPointMsg};
 
 /// Completed tasks remembered so that completing one again is a clear 409.
 pub const COMPLETED_TASKS_KEPT_MAX: usize = 100_000;
@@ -436,7 +436,8 @@ pub struct WarehouseArgs {
     pub stock_point: StockPointId,
     /// Decides the layout: stores get the small back room + shop floor one.
     pub kind: StockPointKind,
-    pub desk: ActorRef<DeskMsg>,
+    /// The order desk of the moment: the supervisor puts a restarted one here.
+    pub desk: Arc<Mutex<Option<ActorRef<DeskMsg>>>>,
     /// Where unfound units are written off from on_hand.
     pub stock_points: Arc<Directory<StockPointMsg>>,
     /// Fulfilments already released here, to rebuild tasks after a restart.
@@ -535,7 +536,7 @@ struct Tour {
 
 pub struct WarehouseState {
     stock_point: StockPointId,
-    desk: ActorRef<DeskMsg>,
+    desk: Arc<Mutex<Option<ActorRef<DeskMsg>>>>,
     stock_points: Arc<Directory<StockPointMsg>>,
     board: Arc<Board>,
     clock: Arc<dyn Clock>,
@@ -1983,7 +1984,7 @@ impl WarehouseState {
                 sku,
                 qty: Qty(picked),
             },
-            answer: reply(move |result| {
+            answer: reply_or_unavailable(move |result| {
                 let _ = me.send_message(WarehouseMsg::LineReported {
                     fulfilment: f,
                     line,
@@ -1992,9 +1993,7 @@ impl WarehouseState {
                 });
             }),
         };
-        if let Err(error) = self.desk.send_message(DeskMsg::ToOrder(order, message)) {
-            warn!(%order, %error, "order desk stopped");
-        }
+        self.to_order(order, message);
     }
 
     fn line_reported(
@@ -2198,7 +2197,7 @@ impl WarehouseState {
         let order = task.order;
         let message = OrderMsg::Step {
             step,
-            answer: reply(move |result| {
+            answer: reply_or_unavailable(move |result| {
                 let _ = me.send_message(WarehouseMsg::StepDone {
                     task: id,
                     result,
@@ -2206,8 +2205,19 @@ impl WarehouseState {
                 });
             }),
         };
-        if let Err(error) = self.desk.send_message(DeskMsg::ToOrder(order, message)) {
-            warn!(%order, %error, "order desk stopped");
+        self.to_order(order, message);
+    }
+
+    /// Sends a report to its order through the desk of the moment. The reports' replies answer
+    /// "unavailable" when dropped unanswered (`reply_or_unavailable`), so a report that cannot
+    /// be sent, or is lost in a failed mailbox, puts its task back to open instead of leaving
+    /// it in flight.
+    fn to_order(&self, order: OrderId, message: OrderMsg) {
+        let desk = self.desk.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sent =
+            desk.is_some_and(|desk| desk.send_message(DeskMsg::ToOrder(order, message)).is_ok());
+        if !sent {
+            warn!(%order, "order desk stopped; the report goes back to open");
         }
     }
 

@@ -325,6 +325,79 @@ async fn an_orchestrator_failing_too_often_stays_down_and_refuses_writes_at_once
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_order_desk_restarts_from_the_log_and_orders_go_on() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let (released, wh1) = released_order(&c).await;
+    let a = c.board().sku_id("A").expect("A is defined");
+    let allocated = c.place_order(request(&[("A", 3)])).await.unwrap().unwrap();
+    let restarts = c.restarts();
+    c.crash_desk().unwrap();
+    eventually("the failure is counted", || async {
+        c.restarts() == restarts + 1
+    })
+    .await;
+    eventually("the order desk is back", || async { c.takes_writes() }).await;
+    // Both orders are there as the log has them; the warehouse's tasks still report to them.
+    assert_eq!(
+        c.order(released.id).await.unwrap().unwrap().status(),
+        OrderStatus::Released
+    );
+    for task in c.tasks(wh1, true).await.unwrap() {
+        if task.order == released.id {
+            c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
+        }
+    }
+    assert_eq!(
+        c.order(released.id).await.unwrap().unwrap().status(),
+        OrderStatus::Picking
+    );
+    // Commands work, stock comes back, and new orders reach the new desk.
+    let cancelled = c.cancel_order(allocated.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status(), OrderStatus::Cancelled);
+    assert_eq!(available(&c, wh1, a).await, 8);
+    let placed = c.place_order(request(&[("A", 1)])).await.unwrap().unwrap();
+    assert!(c.order(placed.id).await.unwrap().is_some());
+    let system = restart(system).await;
+    let c = system.conductor.clone();
+    assert_eq!(
+        c.order(allocated.id).await.unwrap().unwrap().status(),
+        OrderStatus::Cancelled
+    );
+    assert!(c.order(placed.id).await.unwrap().is_some());
+    assert_eq!(available(&c, wh1, a).await, 7);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_desk_failing_too_often_stays_down_and_refuses_order_commands() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let (order, _) = released_order(&c).await;
+    for failures in 1..=5 {
+        c.crash_desk().unwrap();
+        eventually("the failure is counted", || async {
+            c.restarts() == failures
+        })
+        .await;
+        eventually("it is back", || async { c.takes_writes() }).await;
+    }
+    c.crash_desk().unwrap();
+    eventually("the sixth failure is counted", || async {
+        c.restarts() == 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!c.takes_writes(), "it was not restarted a sixth time");
+    let refused = c.cancel_order(order.id).await;
+    assert!(
+        matches!(refused, Err(CommandError::Unavailable(_))),
+        "{refused:?}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_order_is_passivated_and_comes_back_on_its_next_message() {
     let system = start_configured(|config| config.order_idle = Duration::from_millis(100)).await;
     let c = system.conductor.clone();
