@@ -43,7 +43,7 @@ use crate::orchestrator::{Downstream, OrchestratorArgs, OrchestratorMsg, StockPo
 use crate::orders::{
     released_at, DeskArgs, DeskMsg, OrderContext, OrderCounts, OrderDesk, OrderMsg,
 };
-use crate::stock_point::{Durable, StockCommand, StockPointActor, StockPointArgs, StockPointMsg};
+use crate::stock_point::{StockCommand, StockPointActor, StockPointArgs, StockPointMsg};
 use crate::warehouse::{
     OnHandCause, Replenishment, StockView, Task, WarehouseActor, WarehouseArgs, WarehouseMsg,
     WmsConfig, WorkerConfig,
@@ -53,6 +53,8 @@ use crate::Log;
 /// Restarts allowed per stock point within [`RESTART_WINDOW`] before it is left down.
 pub const RESTARTS_MAX: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// Durable orders that may wait for a restarting order desk.
+const UNSTARTED_MAX: usize = crate::mailbox::MAILBOX_DEPTH_MAX;
 /// The snapshot key of the whole state.
 const STATE_SNAPSHOT: &str = "state";
 
@@ -132,16 +134,13 @@ struct Shared {
     order_idle: Duration,
     /// Order actors whose task has not ended (see `OrderContext::actors`).
     order_actors: Arc<AtomicUsize>,
-    /// Durable orders that no desk could take (it had failed): for the restarted one. Bounded
-    /// by the confirmations the orchestrator makes while the desk restarts.
+    /// Durable orders that no desk could take (it had failed): for the restarted one. At most
+    /// [`UNSTARTED_MAX`]; the log has them all for the next start.
     unstarted: Mutex<Vec<Order>>,
     log: Log,
     clock: Arc<dyn Clock>,
     workers: Option<WorkerConfig>,
     wms: WmsConfig,
-    /// The durable inventory of each stock point, kept by the log's acknowledgements, from
-    /// which a crashed stock point actor restarts.
-    durable: Mutex<FxHashMap<StockPointId, Arc<Durable>>>,
     supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
     /// Actors that failed (stock points and orders), for the metrics.
     restarts: Arc<AtomicU64>,
@@ -150,15 +149,17 @@ struct Shared {
     /// Responses remembered per idempotency key, and the keys whose first request is still
     /// running (a concurrent retry of those is refused rather than run twice).
     idempotency: Mutex<(IdempotencyTable, FxHashSet<IdempotencyKey>)>,
-    /// The log itself (not an appender), for the replay that restarts the orchestrator; taken
-    /// at shutdown.
-    wal: Mutex<Option<Wal<Event>>>,
+    /// The log itself (not an appender), for the replays that restart actors. Weak: the
+    /// handle owns the log, which closes at shutdown or when the last handle is dropped, and
+    /// never on a thread of its own (the acks thread may hold the last `Shared`).
+    wal: std::sync::Weak<Mutex<Option<Wal<Event>>>>,
 }
 
 /// The in-process API: every operation of the HTTP contract, for the gateway and the harness.
 #[derive(Clone)]
 pub struct Conductor {
     shared: Arc<Shared>,
+    wal: Arc<Mutex<Option<Wal<Event>>>>,
     accepting: Arc<AtomicBool>,
     root: ActorCell,
 }
@@ -230,6 +231,7 @@ impl Conductor {
         })
         .await
         .map_err(|e| StartError::Spawn(e.to_string()))??;
+        let wal = Arc::new(Mutex::new(Some(wal)));
         info!(
             records = report.records,
             events = report.events,
@@ -258,12 +260,11 @@ impl Conductor {
             clock: config.clock.clone(),
             workers: config.workers,
             wms: config.wms.clone(),
-            durable: Mutex::new(FxHashMap::default()),
             supervisor: Mutex::new(None),
             restarts: Arc::new(AtomicU64::new(0)),
             network: RwLock::new(Arc::new(state.network.clone())),
             idempotency: Mutex::new((state.idempotency.clone(), FxHashSet::default())),
-            wal: Mutex::new(Some(wal)),
+            wal: Arc::downgrade(&wal),
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
             .await
@@ -282,13 +283,15 @@ impl Conductor {
             .map_err(|e| StartError::Spawn(e.to_string()))?;
         for sp in state.network.iter() {
             let released = released_at(state.orders.values(), sp.id);
-            start_warehouse(&shared, &supervisor, sp.id, released)
+            let on_hand = state.inventory(sp.id).map_or_else(Vec::new, on_hand);
+            start_warehouse(&shared, &supervisor, sp.id, released, on_hand)
                 .await
                 .map_err(|e| StartError::Spawn(e.to_string()))?;
         }
         release_allocated(&desk, &state);
         let conductor = Conductor {
             shared,
+            wal,
             accepting: Arc::new(AtomicBool::new(true)),
             root: supervisor.get_cell(),
         };
@@ -464,9 +467,7 @@ impl Conductor {
         let intake = &self.shared.intake;
         ask(|answer| {
             if intake.push((request, answer))? == Ring::Ring {
-                orchestrator
-                    .send_message(OrchestratorMsg::Collect)
-                    .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))?;
+                ring(&orchestrator, intake)?;
             }
             Ok(())
         })
@@ -493,9 +494,7 @@ impl Conductor {
             items.push((request, answer));
         }
         if self.shared.intake.push_all(items)? == Ring::Ring {
-            orchestrator
-                .send_message(OrchestratorMsg::Collect)
-                .map_err(|_| CommandError::Unavailable("orchestrator stopped".into()))?;
+            ring(&orchestrator, &self.shared.intake)?;
         }
         let mut answers = Vec::with_capacity(waiting.len());
         for rx in waiting {
@@ -904,17 +903,33 @@ impl Conductor {
             .stop_children_and_wait(None, Some(CALL_TIMEOUT))
             .await;
         self.root.stop(None);
-        let wal = lock(&self.shared.wal).take();
-        if let Some(wal) = wal {
-            // close() joins the writer thread after its final flush: off the runtime.
-            let _ = tokio::task::spawn_blocking(move || wal.close()).await;
-        }
+        // Off the runtime: a replay may hold the log for a while, and close() joins the writer
+        // thread after its final flush.
+        let wal = self.wal.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(wal) = lock(&wal).take() {
+                wal.close();
+            }
+        })
+        .await;
         info!("stopped");
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Tells the orchestrator that the intake has work. If it failed since it was looked up, nobody
+/// will take what is queued (a restarted one would, for callers already told "unavailable"):
+/// refuse it all.
+fn ring(orchestrator: &ActorRef<OrchestratorMsg>, intake: &Intake) -> Result<(), CommandError> {
+    if orchestrator.send_message(OrchestratorMsg::Collect).is_ok() {
+        return Ok(());
+    }
+    let stopped = CommandError::Unavailable("orchestrator stopped".into());
+    intake.refuse_all(&stopped);
+    Err(stopped)
 }
 
 /// Whether an actor is starting or running, not stopping or stopped.
@@ -993,6 +1008,14 @@ async fn start_desk(
     Ok(desk)
 }
 
+/// on_hand per SKU: what a warehouse slots into its bins when it starts.
+fn on_hand(inventory: &StockPointInventory) -> Vec<(SkuId, Qty)> {
+    inventory
+        .positions()
+        .map(|(sku, p)| (sku, p.on_hand))
+        .collect()
+}
+
 /// Orders confirmed but not yet released are released after the wave window.
 fn release_allocated(desk: &ActorRef<DeskMsg>, state: &State) {
     for order in state.orders.values() {
@@ -1013,16 +1036,11 @@ async fn start_stock_point(
     inventory: StockPointInventory,
 ) -> Result<(), ractor::SpawnErr> {
     let id = inventory.id;
-    let durable = lock(&shared.durable)
-        .entry(id)
-        .or_insert_with(|| Arc::new(Durable::new(inventory.clone())))
-        .clone();
     let args = StockPointArgs {
         inventory,
         board: shared.board.clone(),
         log: shared.log.clone(),
         clock: shared.clock.clone(),
-        durable,
     };
     let (actor, _) =
         Actor::spawn_linked(None, StockPointActor, args, supervisor.get_cell()).await?;
@@ -1041,6 +1059,7 @@ async fn start_warehouse(
     supervisor: &ActorRef<SupervisorMsg>,
     sp: StockPointId,
     released: Vec<(OrderId, conductor_engine::order::Fulfilment)>,
+    on_hand: Vec<(SkuId, Qty)>,
 ) -> Result<(), ractor::SpawnErr> {
     let desk = shared.desk.clone();
     // Stock points without a network entry yet default to the warehouse layout.
@@ -1052,13 +1071,6 @@ async fn start_warehouse(
         .map_or(conductor_engine::network::StockPointKind::Warehouse, |s| {
             s.kind
         });
-    let durable = lock(&shared.durable).get(&sp).cloned();
-    let on_hand = durable.map_or_else(Vec::new, |d| {
-        lock(&d.inventory)
-            .positions()
-            .map(|(sku, p)| (sku, p.on_hand))
-            .collect()
-    });
     let args = WarehouseArgs {
         stock_point: sp,
         kind,
@@ -1132,7 +1144,12 @@ impl Downstream for Forward {
             None => Some(order),
         };
         if let Some(order) = unsent {
-            lock(&shared.unstarted).push(order);
+            let mut unstarted = lock(&shared.unstarted);
+            if unstarted.len() < UNSTARTED_MAX {
+                unstarted.push(order);
+            } else {
+                error!(order = %order.id, "no order desk takes orders and too many wait for one; this order reaches a desk at the next start");
+            }
         }
     }
 }
@@ -1194,7 +1211,7 @@ impl Actor for Supervisor {
         match message {
             SupervisorMsg::Add(id) => {
                 start_stock_point(&state.shared, &myself, StockPointInventory::new(id)).await?;
-                start_warehouse(&state.shared, &myself, id, Vec::new()).await?;
+                start_warehouse(&state.shared, &myself, id, Vec::new(), Vec::new()).await?;
             }
         }
         Ok(())
@@ -1231,19 +1248,23 @@ impl Actor for Supervisor {
             error!(stock_point = ?id, %reason, "stock point failed too often; it stays down and takes no writes");
             return Ok(());
         }
-        error!(stock_point = ?id, %reason, "stock point failed; restarting from its durable state");
-        let durable = lock(&state.shared.durable).get(&id).cloned();
-        let Some(durable) = durable else {
-            return Ok(());
-        };
-        // Events the failed actor logged are still on their way to disk: wait until each has
-        // been acknowledged into the durable copy.
-        crate::call::poll_until(Instant::now() + CALL_TIMEOUT, || {
-            durable.in_flight.load(Ordering::Acquire) == 0
-        })
-        .await;
-        let inventory = lock(&durable.inventory).clone();
-        start_stock_point(&state.shared, &myself, inventory).await?;
+        error!(stock_point = ?id, %reason, "stock point failed; restarting it from the log");
+        // Off the supervisor, which must stay free for other failures: the replay reads the disk.
+        let shared = state.shared.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match with_retries("stock point", || revive_stock_point(&shared, &myself, id)).await {
+                Ok(events) => info!(
+                    stock_point = ?id,
+                    events,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "stock point restarted from the log"
+                ),
+                Err(error) => {
+                    error!(stock_point = ?id, %error, "stock point did not restart; it stays down")
+                }
+            }
+        });
         Ok(())
     }
 }
@@ -1268,7 +1289,7 @@ fn restart_orchestrator(
     let supervisor = supervisor.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        match revive_orchestrator(&shared, &supervisor).await {
+        match with_retries("orchestrator", || revive_orchestrator(&shared, &supervisor)).await {
             Ok((events, settled)) => info!(
                 events,
                 settled,
@@ -1296,7 +1317,7 @@ async fn revive_orchestrator(
     shared: &Arc<Shared>,
     supervisor: &ActorRef<SupervisorMsg>,
 ) -> Result<(u64, usize), CommandError> {
-    drain_stock_points(shared).await;
+    drain_stock_points(shared).await?;
     let (mut state, events) = replay_durable(shared).await?;
     let settle = state.reconcile(shared.clock.now());
     let settled = settle.len();
@@ -1351,17 +1372,77 @@ async fn revive_orchestrator(
     Ok((events, settled))
 }
 
+/// Rebuilds a failed stock point's inventory from what is durable and starts it; returns the
+/// events replayed. Its directory entry is empty meanwhile, so nothing new reaches it: what the
+/// failed actor handed the log is before the barrier, and the inventory the replay rebuilds is
+/// exactly what was acknowledged. (Messages in the failed mailbox are lost: their callers hear
+/// "unavailable" or time out, outcome unknown.)
+async fn revive_stock_point(
+    shared: &Arc<Shared>,
+    supervisor: &ActorRef<SupervisorMsg>,
+    id: StockPointId,
+) -> Result<u64, CommandError> {
+    let (state, events) = replay_durable(shared).await?;
+    let inventory = state
+        .inventory(id)
+        .cloned()
+        .unwrap_or_else(|| StockPointInventory::new(id));
+    start_stock_point(shared, supervisor, inventory)
+        .await
+        .map_err(|e| CommandError::Unavailable(format!("the stock point did not start: {e}")))?;
+    Ok(events)
+}
+
 /// Asks every stock point a question, which it takes after everything sent to it before (a
 /// mailbox is first in, first out): by the answer, what a failed actor sent it is in the log's
 /// hands.
-async fn drain_stock_points(shared: &Arc<Shared>) {
+async fn drain_stock_points(shared: &Arc<Shared>) -> Result<(), CommandError> {
     for (sp, handle) in shared.stock_points.all() {
         let asked =
             crate::call::query(&handle.actor, StockPointMsg::Inspect, "stock point stopped").await;
-        if let Err(error) = asked {
-            // A stock point that failed lost its mailbox with the failed actor's messages in
-            // it; it restarts from what its log acknowledged, which the replay reads too.
-            warn!(stock_point = ?sp, %error, "stock point did not answer before the replay");
+        match asked {
+            Ok(_) => {}
+            // A stock point that stopped lost its mailbox, and the failed actor's messages in
+            // it; it restarts from what the log acknowledged, which the replay reads too.
+            Err(CommandError::Unavailable(_)) => {
+                warn!(stock_point = ?sp, "stock point stopped; not drained before the replay")
+            }
+            // A running one that did not answer may still hold some of them: replaying now
+            // would miss what it logs next.
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// A restart that failed is tried again this many times, waiting twice as long each time from
+/// [`REVIVE_BACKOFF`]: the moment an actor fails is when the log's queue is likeliest to be
+/// full and the stock points' mailboxes deep.
+const REVIVE_ATTEMPTS: usize = 5;
+const REVIVE_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Runs `revive` until it succeeds or [`REVIVE_ATTEMPTS`] have failed. Every step of a revive
+/// can be run again: draining and replaying change nothing, a second release of a hold is a
+/// refusal, and what the first try logged is in the second try's replay.
+async fn with_retries<T, Fut>(
+    what: &str,
+    mut revive: impl FnMut() -> Fut,
+) -> Result<T, CommandError>
+where
+    Fut: std::future::Future<Output = Result<T, CommandError>>,
+{
+    let mut wait = REVIVE_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match revive().await {
+            Ok(done) => return Ok(done),
+            Err(error) if attempt < REVIVE_ATTEMPTS => {
+                warn!(what, attempt, %error, "restart failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
         }
     }
 }
@@ -1373,7 +1454,8 @@ async fn replay_durable(shared: &Arc<Shared>) -> Result<(State, u64), CommandErr
     let through = crate::call::log_barrier(&shared.log).await?;
     let replaying = shared.clone();
     tokio::task::spawn_blocking(move || -> Result<_, WalError> {
-        let wal = lock(&replaying.wal);
+        let wal = replaying.wal.upgrade().ok_or(WalError::Closed)?;
+        let wal = lock(&wal);
         let wal = wal.as_ref().ok_or(WalError::Closed)?;
         let mut rebuild = Rebuild::default();
         let report = wal.replay_through(through, &mut rebuild)?;
@@ -1402,7 +1484,7 @@ fn restart_desk(
     let supervisor = supervisor.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        match revive_desk(&shared, &supervisor).await {
+        match with_retries("order desk", || revive_desk(&shared, &supervisor)).await {
             Ok((events, orders)) => info!(
                 events,
                 orders,
@@ -1435,7 +1517,7 @@ async fn revive_desk(
         return Err(CommandError::Timeout);
     }
     // Stock commands the ended actors sent are logged before the replay reads the log.
-    drain_stock_points(shared).await;
+    drain_stock_points(shared).await?;
     let (state, events) = replay_durable(shared).await?;
     let desk = start_desk(shared, supervisor, &state)
         .await
@@ -1469,7 +1551,17 @@ async fn restart_warehouse(
         match open_work(&shared, sp).await {
             Some(released) => {
                 error!(stock_point = ?sp, %reason, fulfilments = released.len(), "warehouse failed; restarting with its open fulfilments");
-                if let Err(e) = start_warehouse(&shared, &supervisor, sp, released).await {
+                let on_hand = match shared.stock_points.get(sp) {
+                    Some(handle) => crate::call::query(
+                        &handle.actor,
+                        StockPointMsg::Inspect,
+                        "stock point stopped",
+                    )
+                    .await
+                    .map_or_else(|_| Vec::new(), |inventory| on_hand(&inventory)),
+                    None => Vec::new(),
+                };
+                if let Err(e) = start_warehouse(&shared, &supervisor, sp, released, on_hand).await {
                     error!(stock_point = ?sp, error = %e, "warehouse did not restart; it stays down");
                 }
             }

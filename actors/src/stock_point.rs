@@ -2,7 +2,6 @@
 //! engine, hands the event to the log, applies it in memory, publishes the new figures to the
 //! board, and answers only when the log says the event is durable.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,23 +172,6 @@ pub struct StockPointArgs {
     pub board: Arc<Board>,
     pub log: Log,
     pub clock: Arc<dyn Clock>,
-    pub durable: Arc<Durable>,
-}
-
-/// The stock point's inventory as the log has acknowledged it: every event is applied here
-/// once it is durable. A crashed actor restarts from this copy, after `in_flight` drops to zero.
-pub struct Durable {
-    pub inventory: std::sync::Mutex<StockPointInventory>,
-    pub in_flight: std::sync::atomic::AtomicUsize,
-}
-
-impl Durable {
-    pub fn new(inventory: StockPointInventory) -> Durable {
-        Durable {
-            inventory: std::sync::Mutex::new(inventory),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
 }
 
 pub struct StockPointState {
@@ -197,7 +179,6 @@ pub struct StockPointState {
     board: Arc<Board>,
     log: Log,
     clock: Arc<dyn Clock>,
-    durable: Arc<Durable>,
     /// The expiry the pending timer is set for, so that we arm a new one only when an earlier
     /// expiry appears. One timer per actor, not one per hold.
     armed: Option<Timestamp>,
@@ -218,7 +199,6 @@ impl Actor for StockPointActor {
             board: args.board,
             log: args.log,
             clock: args.clock,
-            durable: args.durable,
             armed: None,
         };
         for (sku, position) in state.inventory.positions() {
@@ -379,25 +359,10 @@ impl StockPointState {
         });
         events.extend(also);
         let (done_tx, done_rx) = crate::once::split(done);
-        let durable = self.durable.clone();
-        let for_durable = event.clone();
-        durable.in_flight.fetch_add(1, Ordering::AcqRel);
         let appended = self.log.try_append(events, move |r| {
-            let ok = r.is_ok();
-            // The caller first: the durable copy is only read by a restart, which waits for
-            // `in_flight` to reach zero, so it may lag the answer.
             done_tx(r.map(|_| ()).map_err(CommandError::from));
-            if ok {
-                durable
-                    .inventory
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .apply(&for_durable);
-            }
-            durable.in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         if let Err(error) = appended {
-            self.durable.in_flight.fetch_sub(1, Ordering::AcqRel);
             done_rx(Err(CommandError::from(error)));
             return;
         }
@@ -424,13 +389,13 @@ impl StockPointState {
                 HoldOutcome::Placed(event) => {
                     touched.extend(self.touched(&event));
                     self.inventory.apply(&event);
+                    placed.push(hold.request.reservation);
                     events.push(Event::Stock {
                         stock_point: self.inventory.id,
                         at: now,
-                        event: event.clone(),
+                        event,
                     });
                     events.extend(hold.also);
-                    placed.push(event);
                     answers.push(hold.answer);
                 }
                 HoldOutcome::AlreadyHeld => (hold.answer)(HoldAnswer::Placed),
@@ -444,9 +409,6 @@ impl StockPointState {
         }
         touched.sort();
         touched.dedup();
-        let durable = self.durable.clone();
-        durable.in_flight.fetch_add(1, Ordering::AcqRel);
-        let for_durable = placed.clone();
         let (for_log, here) = crate::once::split(move |r: Result<(), CommandError>| {
             for answer in answers {
                 answer(match &r {
@@ -456,26 +418,14 @@ impl StockPointState {
             }
         });
         let appended = self.log.try_append(events, move |r| {
-            let ok = r.is_ok();
-            // The callers first, as in `commit`.
             for_log(r.map(|_| ()).map_err(CommandError::from));
-            if ok {
-                let mut inventory = durable.inventory.lock().unwrap_or_else(|e| e.into_inner());
-                for event in &for_durable {
-                    inventory.apply(event);
-                }
-            }
-            durable.in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         if let Err(error) = appended {
-            self.durable.in_flight.fetch_sub(1, Ordering::AcqRel);
-            for event in placed.iter().rev() {
-                if let StockEvent::HoldPlaced(hold) = event {
-                    self.inventory.apply(&StockEvent::HoldReleased {
-                        reservation: hold.reservation,
-                        reason: ReleaseReason::RolledBack,
-                    });
-                }
+            for reservation in placed.into_iter().rev() {
+                self.inventory.apply(&StockEvent::HoldReleased {
+                    reservation,
+                    reason: ReleaseReason::RolledBack,
+                });
             }
             here(Err(CommandError::from(error)));
         }

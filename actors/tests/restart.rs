@@ -105,6 +105,43 @@ async fn a_panicking_stock_point_restarts_from_its_durable_state_without_leaking
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_point_failing_under_load_keeps_every_acknowledged_hold() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 1_000_000).await;
+    let buyers = Buyers::start(&c, 64, |_| &[("A", 1)]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.crash_stock_point(wh1);
+    eventually("the supervisor restarts it", || async {
+        c.restarts() == 1 && c.inventory(wh1).await.is_ok()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acknowledged = buyers.stop().await;
+    assert!(acknowledged.len() > 100, "{} holds", acknowledged.len());
+    let inventory = c.inventory(wh1).await.unwrap();
+    inventory.audit().unwrap();
+    for id in &acknowledged {
+        assert!(
+            inventory.find_hold(*id).is_some(),
+            "the acknowledged hold of {id} is lost"
+        );
+    }
+    // Nothing is held that was not acknowledged, or whose reservation is not held.
+    for hold in inventory.holds() {
+        let r = c.reservation(hold.reservation).await.unwrap();
+        assert!(
+            r.is_some_and(|r| r.status == ReservationStatus::Held),
+            "a hold of {} is not a held reservation",
+            hold.reservation
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_point_that_keeps_failing_is_left_down_and_refuses_writes() {
     let system = start().await;
     let c = system.conductor.clone();
@@ -228,39 +265,19 @@ async fn an_orchestrator_failing_under_load_loses_no_acknowledged_hold_and_leaks
     let b = sku(&c, "B").await;
     stock(&c, wh1, a, 100_000).await;
     stock(&c, wh2, b, 100_000).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut buyers = Vec::new();
-    for n in 0..64u64 {
-        let c = c.clone();
-        let stop = stop.clone();
-        buyers.push(tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // Half single-stock-point, half across both warehouses.
-                let lines: &[(&str, u64)] = if n % 2 == 0 {
-                    &[("A", 1)]
-                } else {
-                    &[("A", 1), ("B", 1)]
-                };
-                match c.reserve(request(lines)).await {
-                    Ok(Ok(r)) => acknowledged.push(r.id),
-                    Ok(Err(refusal)) => panic!("refused: {refusal:?}"),
-                    // Unavailable while it restarts, or outcome unknown.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-                }
-            }
-            acknowledged
-        }));
-    }
+    // Half single-stock-point, half across both warehouses.
+    let buyers = Buyers::start(&c, 64, |n| {
+        if n % 2 == 0 {
+            &[("A", 1)]
+        } else {
+            &[("A", 1), ("B", 1)]
+        }
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.crash_orchestrator().unwrap();
     eventually("the orchestrator is back", || async { c.takes_writes() }).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acknowledged = Vec::new();
-    for buyer in buyers {
-        acknowledged.extend(buyer.await.unwrap());
-    }
+    let acknowledged = buyers.stop().await;
     assert!(acknowledged.len() > 100, "{} holds", acknowledged.len());
     for id in &acknowledged {
         let r = c.reservation(*id).await.unwrap();

@@ -107,6 +107,13 @@ impl State {
                     StockEvent::HoldPlaced(hold) => {
                         self.next.reservation = self.next.reservation.max(hold.reservation.0 + 1);
                     }
+                    // Likewise an order id is used once stock is allocated to it, even if the
+                    // order itself was never recorded: handing it out again would merge a
+                    // stray allocation into a new order.
+                    StockEvent::HoldAllocated { order, .. }
+                    | StockEvent::Allocated { order, .. } => {
+                        self.next.order = self.next.order.max(order.0 + 1);
+                    }
                     _ => {}
                 }
                 match self.inventories.get_mut(stock_point.index()) {

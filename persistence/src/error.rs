@@ -77,6 +77,10 @@ pub enum WalError {
     #[error("cannot replay through seq {through}: only {durable} is durable")]
     ReplayBeyondDurable { through: Seq, durable: Seq },
 
+    /// A replay of the live log was asked to stop before a snapshot it would restore.
+    #[error("cannot replay through seq {through}: a snapshot covers up to {newest}")]
+    ReplayBehindSnapshot { through: Seq, newest: Seq },
+
     /// A stored snapshot failed its checks.
     #[error("snapshot {key:?} is corrupt: {reason}")]
     SnapshotCorrupt { key: String, reason: String },

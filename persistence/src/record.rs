@@ -288,6 +288,10 @@ impl EncodedEvents {
         Ok(encoded)
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }

@@ -176,6 +176,11 @@ where
         if through > durable {
             return Err(WalError::ReplayBeyondDurable { through, durable });
         }
+        // A snapshot saved after the barrier would bring in what came after it.
+        let newest = self.newest_covered()?;
+        if newest > through {
+            return Err(WalError::ReplayBehindSnapshot { through, newest });
+        }
         recovery::run(
             Trees {
                 log: &self.log,

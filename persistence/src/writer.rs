@@ -568,6 +568,11 @@ impl<S: Storage> Writer<S> {
         let mut packer = RecordPacker::new(self.next_seq);
         let mut acks = Vec::with_capacity(batch.len());
         for append in batch.drain(..) {
+            if append.events.is_empty() {
+                // A barrier: nothing after it may share a record with what came before it, or
+                // a replay through its seq would read appends made after it.
+                packer.seal();
+            }
             for index in 0..append.events.len() {
                 packer.push(append.events.event(index));
             }
@@ -660,6 +665,9 @@ impl<Y: Syncer> SyncLoop<Y> {
                 }))
             });
         let synced: Result<(), Fault> = match written {
+            // Only barriers, but an earlier sync failed after they were written: what they
+            // stand behind is not durable.
+            None if self.shared.poisoned.load(Ordering::SeqCst) => Err(Fault::Poisoned),
             None => Ok(()),
             // A write failed after these were written: their durability no longer matters,
             // since nothing after the failure may be acknowledged.

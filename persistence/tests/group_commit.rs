@@ -350,3 +350,35 @@ fn a_barrier_after_a_failed_sync_gets_the_failure() {
     assert!(matches!(refused, Err(WalError::Poisoned)), "{refused:?}");
     writer.close();
 }
+
+#[test]
+fn appends_after_a_barrier_never_share_a_record_with_those_before_it() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
+    let writes_held = storage.writes_held();
+    let writer = start(storage, WalConfig::default());
+    let appender = writer.appender();
+    // The first write waits at the gate, so the next three are taken as one batch.
+    appender.append(events(0, 1), |_| {}).unwrap();
+    wait_until(|| writes_held.load(Ordering::SeqCst) == 1);
+    let seqs: Arc<Mutex<Vec<(&'static str, Seq)>>> = Arc::default();
+    let note = |name: &'static str| {
+        let seqs = seqs.clone();
+        move |result: Result<Seq, WalError>| seqs.lock().unwrap().push((name, result.unwrap()))
+    };
+    appender.append(events(1, 1), note("before")).unwrap();
+    appender.try_barrier(note("barrier")).unwrap();
+    appender.append(events(2, 1), note("after")).unwrap();
+    drop(release);
+    writer.close();
+    let seqs = seqs.lock().unwrap().clone();
+    assert_eq!(
+        seqs,
+        [
+            ("before", Seq::new(2)),
+            ("barrier", Seq::new(2)),
+            ("after", Seq::new(3))
+        ]
+    );
+}

@@ -159,3 +159,50 @@ pub async fn released_order(c: &Conductor) -> (Order, StockPointId) {
 pub fn task_ids(tasks: &[Task]) -> Vec<&str> {
     tasks.iter().map(|t| t.id.as_str()).collect()
 }
+
+/// Buyers reserving in a loop until stopped, each keeping the ids of the holds it was
+/// acknowledged. A failure (unavailable while an actor restarts, or outcome unknown) is
+/// retried after a millisecond; a refusal fails the test.
+pub struct Buyers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    buyers: Vec<tokio::task::JoinHandle<Vec<conductor_engine::ids::ReservationId>>>,
+}
+
+impl Buyers {
+    /// `count` buyers; buyer `n` reserves `lines(n)` each time.
+    pub fn start(
+        c: &Conductor,
+        count: u64,
+        lines: fn(u64) -> &'static [(&'static str, u64)],
+    ) -> Buyers {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let buyers = (0..count)
+            .map(|n| {
+                let c = c.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut acknowledged = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match c.reserve(request(lines(n))).await {
+                            Ok(Ok(r)) => acknowledged.push(r.id),
+                            Ok(Err(refusal)) => panic!("refused: {refusal:?}"),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                        }
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        Buyers { stop, buyers }
+    }
+
+    /// Stops them and returns every acknowledged hold.
+    pub async fn stop(self) -> Vec<conductor_engine::ids::ReservationId> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acknowledged = Vec::new();
+        for buyer in self.buyers {
+            acknowledged.extend(buyer.await.expect("a buyer panicked"));
+        }
+        acknowledged
+    }
+}
