@@ -1503,8 +1503,8 @@ fn restart_desk(
 ///    stock point has handled what they sent it.
 /// 2. A log barrier, then the last snapshot and the log through it, replayed.
 /// 3. The new desk starts on the orders and returns of that state (passivated: each actor
-///    starts on its next message), and orders still allocated are released after a wave
-///    window, as at start-up.
+///    starts on its next message), orders still allocated are released after a wave window,
+///    as at start-up, and each warehouse is sent its open fulfilments again.
 async fn revive_desk(
     shared: &Arc<Shared>,
     supervisor: &ActorRef<SupervisorMsg>,
@@ -1523,6 +1523,20 @@ async fn revive_desk(
         .await
         .map_err(|e| CommandError::Unavailable(format!("the order desk did not start: {e}")))?;
     release_allocated(&desk, &state);
+    // Release notices a warehouse was down for are kept by the order actor, and those ended
+    // with it: send every open fulfilment again (a warehouse ignores one it has).
+    for (sp, _) in shared.warehouses.all() {
+        for (order, fulfilment) in released_at(state.orders.values(), sp) {
+            let fulfilment = Box::new(fulfilment);
+            if let Err(error) = shared.warehouses.send(sp, |ticket| WarehouseMsg::Release {
+                order,
+                fulfilment,
+                ticket,
+            }) {
+                warn!(stock_point = ?sp, %order, %error, "an open fulfilment was not sent again");
+            }
+        }
+    }
     Ok((events, state.orders.len()))
 }
 

@@ -348,6 +348,7 @@ async fn a_failed_order_desk_restarts_from_the_log_and_orders_go_on() {
     let (released, wh1) = released_order(&c).await;
     let a = c.board().sku_id("A").expect("A is defined");
     let allocated = c.place_order(request(&[("A", 3)])).await.unwrap().unwrap();
+    let before = c.tasks(wh1, true).await.unwrap();
     let restarts = c.restarts();
     c.crash_desk().unwrap();
     eventually("the failure is counted", || async {
@@ -355,6 +356,13 @@ async fn a_failed_order_desk_restarts_from_the_log_and_orders_go_on() {
     })
     .await;
     eventually("the order desk is back", || async { c.takes_writes() }).await;
+    // The open fulfilments sent again to the warehouse add no task twice.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = c.tasks(wh1, true).await.unwrap();
+    assert_eq!(
+        tasks_of(&before, released.id),
+        tasks_of(&again, released.id)
+    );
     // Both orders are there as the log has them; the warehouse's tasks still report to them.
     assert_eq!(
         c.order(released.id).await.unwrap().unwrap().status(),
@@ -540,4 +548,16 @@ async fn a_retried_reservation_with_the_same_key_has_one_effect_also_after_a_res
     assert_eq!(order.id, retried.id);
     assert_eq!(available(&c, wh1, a).await, 7);
     c.shutdown().await;
+}
+
+/// The ids of `order`'s tasks, in list order.
+fn tasks_of(
+    tasks: &[conductor_actors::warehouse::Task],
+    order: conductor_engine::ids::OrderId,
+) -> Vec<String> {
+    tasks
+        .iter()
+        .filter(|t| t.order == order)
+        .map(|t| t.id.clone())
+        .collect()
 }
