@@ -33,7 +33,10 @@ use crate::directory::Directory;
 use crate::error::{invalid, Answer, CommandError, Refusal};
 use crate::intake::{Intake, Ring};
 use crate::mailbox::Ticket;
-use crate::stock_point::{reply, BatchedHold, HoldAnswer, Reply, StockCommand, StockPointMsg};
+use crate::stock_point::{
+    reply, reply_or, reply_or_unavailable, BatchedHold, HoldAnswer, Reply, StockCommand,
+    StockPointMsg,
+};
 use crate::Log;
 
 /// Plans tried for one reservation before answering "insufficient": a hold that loses a race
@@ -217,6 +220,13 @@ struct Confirming {
     /// Whether the stock point logs the confirmation in its record (single stock point).
     logged_with_allocation: bool,
     answer: Reply<Answer<Order>>,
+}
+
+/// What a hold's answer says when its message was lost with a stock point that failed: the
+/// hold was not placed (the stock point logs and answers a hold in one step), so the
+/// reservation is rolled back or refused, and nothing waits for it.
+fn lost_hold() -> HoldAnswer {
+    HoldAnswer::Failed(crate::stock_point::stopped_before_answering())
 }
 
 /// Answers a batched hold that could not be sent.
@@ -663,21 +673,22 @@ impl OrchestratorState {
         );
         for (sp, hold) in holds {
             let me = myself.clone();
+            let (for_sp, here) = crate::once::split(move |answer| {
+                // The orchestrator stopping means the system is going down; nothing to tell.
+                let _ = me.send_message(OrchestratorMsg::HoldAnswered {
+                    id,
+                    stock_point: sp,
+                    answer,
+                });
+            });
             let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
                 request: hold,
                 also: Vec::new(),
-                answer: reply(move |answer| {
-                    // The orchestrator stopping means the system is going down; nothing to tell.
-                    let _ = me.send_message(OrchestratorMsg::HoldAnswered {
-                        id,
-                        stock_point: sp,
-                        answer,
-                    });
-                }),
+                answer: reply_or(for_sp, lost_hold),
                 ticket,
             });
             if let Err(error) = sent {
-                self.hold_answered(myself, id, sp, HoldAnswer::Failed(error));
+                here(HoldAnswer::Failed(error));
             }
         }
     }
@@ -783,7 +794,7 @@ impl OrchestratorState {
             BatchedHold {
                 request: hold,
                 also: vec![created],
-                answer: reply(for_sp),
+                answer: reply_or(for_sp, lost_hold),
             },
             Box::new(here),
         ))
@@ -961,7 +972,7 @@ impl OrchestratorState {
                 reservation: id,
                 reason,
             },
-            answer: reply(move |r: Answer<()>| for_sp(r.map(|_| ()))),
+            answer: reply_or_unavailable(move |r: Answer<()>| for_sp(r.map(|_| ()))),
             ticket,
         });
         if let Err(error) = sent {
@@ -1090,26 +1101,27 @@ impl OrchestratorState {
             // A single stock point logs the order with its allocation: once that is durable the
             // order exists, and the desk hears of it from here, whatever becomes of this actor.
             let durable_order = single.then(|| (self.downstream.clone(), order.clone()));
+            let (for_sp, here) = crate::once::split(move |result: Answer<()>| {
+                if let (Ok(Ok(())), Some((downstream, order))) = (&result, durable_order) {
+                    downstream.order_confirmed(order);
+                }
+                let _ = me.send_message(OrchestratorMsg::AllocationAnswered {
+                    id,
+                    stock_point: sp,
+                    result,
+                });
+            });
             let sent = self
                 .directory
                 .send(sp, |ticket| StockPointMsg::AllocateHold {
                     reservation: id,
                     order: order_id,
                     also,
-                    answer: reply(move |result| {
-                        if let (Ok(Ok(())), Some((downstream, order))) = (&result, durable_order) {
-                            downstream.order_confirmed(order);
-                        }
-                        let _ = me.send_message(OrchestratorMsg::AllocationAnswered {
-                            id,
-                            stock_point: sp,
-                            result,
-                        });
-                    }),
+                    answer: reply_or_unavailable(for_sp),
                     ticket,
                 });
             if let Err(error) = sent {
-                self.allocation_answered(myself, id, sp, Err(error));
+                here(Err(error));
             }
         }
     }
@@ -1200,7 +1212,7 @@ impl OrchestratorState {
             });
             let sent = self.directory.send(*sp, |ticket| StockPointMsg::Command {
                 command: StockCommand::ReleaseAllocation { order },
-                answer: reply(move |r: Answer<()>| for_sp(r.map(|_| ()))),
+                answer: reply_or_unavailable(move |r: Answer<()>| for_sp(r.map(|_| ()))),
                 ticket,
             });
             if let Err(error) = sent {
@@ -1339,7 +1351,7 @@ impl OrchestratorState {
                     order: request.order,
                     lines,
                 },
-                answer: reply(for_sp),
+                answer: reply_or_unavailable(for_sp),
                 ticket,
             });
             if let Err(error) = sent {

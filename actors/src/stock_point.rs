@@ -29,21 +29,37 @@ pub fn reply<T: Send + 'static>(f: impl FnOnce(T) + Send + 'static) -> Reply<T> 
     Box::new(f)
 }
 
-/// A reply that answers "unavailable" if it is dropped unanswered: when its message could not
-/// be sent or was lost in the mailbox of an actor that failed. For callers that are actors
-/// themselves and would otherwise wait for an answer that never comes.
-pub fn reply_or_unavailable<T: Send + 'static>(
-    f: impl FnOnce(Answer<T>) + Send + 'static,
-) -> Reply<Answer<T>> {
-    let guard = AnswerOnDrop(Some(Box::new(f)));
+/// A reply that answers `if_dropped()` if it is dropped unanswered: when its message could not
+/// be sent, or was lost in the mailbox of an actor that failed. For callers that are actors
+/// themselves, whose bookkeeping (a reservation being placed, a confirmation, a task in flight)
+/// would otherwise wait for an answer that never comes.
+pub fn reply_or<T: Send + 'static>(
+    f: impl FnOnce(T) + Send + 'static,
+    if_dropped: impl FnOnce() -> T + Send + 'static,
+) -> Reply<T> {
+    let guard = AnswerOnDrop(Some((Box::new(f), Box::new(if_dropped))));
     Box::new(move |answer| guard.answer(answer))
 }
 
-struct AnswerOnDrop<T>(Option<Reply<Answer<T>>>);
+/// [`reply_or`] answering "unavailable" (the outcome is unknown only if the actor failed while
+/// handling the message, as for any caller whose actor fails).
+pub fn reply_or_unavailable<T: Send + 'static>(
+    f: impl FnOnce(Answer<T>) + Send + 'static,
+) -> Reply<Answer<T>> {
+    reply_or(f, || Err(stopped_before_answering()))
+}
+
+pub fn stopped_before_answering() -> CommandError {
+    CommandError::Unavailable("the actor stopped before answering".into())
+}
+
+type OnDrop<T> = Box<dyn FnOnce() -> T + Send>;
+
+struct AnswerOnDrop<T>(Option<(Reply<T>, OnDrop<T>)>);
 
 impl<T> AnswerOnDrop<T> {
-    fn answer(mut self, answer: Answer<T>) {
-        if let Some(f) = self.0.take() {
+    fn answer(mut self, answer: T) {
+        if let Some((f, _)) = self.0.take() {
             f(answer);
         }
     }
@@ -51,10 +67,8 @@ impl<T> AnswerOnDrop<T> {
 
 impl<T> Drop for AnswerOnDrop<T> {
     fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f(Err(CommandError::Unavailable(
-                "the actor stopped before answering".into(),
-            )));
+        if let Some((f, if_dropped)) = self.0.take() {
+            f(if_dropped());
         }
     }
 }

@@ -142,6 +142,59 @@ async fn a_stock_point_failing_under_load_keeps_every_acknowledged_hold() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_lost_with_a_failed_stock_point_leave_no_customer_over_a_limit() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 1_000).await;
+    c.set_customer_limit(a, Some(Qty(1)))
+        .await
+        .unwrap()
+        .unwrap();
+    // Each customer holds one unit and lets it go, over and over, while the stock point fails:
+    // a hold lost in its mailbox must not go on counting against its customer.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut customers = Vec::new();
+    for n in 0..32 {
+        let c = c.clone();
+        let stop = stop.clone();
+        customers.push(tokio::spawn(async move {
+            let mut mine = request(&[("A", 1)]);
+            mine.customer_ref = Some(format!("customer-{n}"));
+            // Holds acknowledged whose release did not go through while the stock point failed.
+            let mut unreleased = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(Ok(r)) = c.reserve(mine.clone()).await {
+                    if !matches!(c.release(r.id).await, Ok(Ok(()))) {
+                        unreleased.push(r.id);
+                    }
+                }
+            }
+            (mine, unreleased)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.crash_stock_point(wh1);
+    eventually("the supervisor restarts it", || async {
+        c.restarts() == 1 && c.inventory(wh1).await.is_ok()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for customer in customers {
+        let (mine, unreleased) = customer.await.unwrap();
+        for id in unreleased {
+            let _ = c.release(id).await;
+        }
+        // Nothing of this customer's is held now: the one unit is theirs to hold.
+        let answer = c.reserve(mine.clone()).await.unwrap();
+        assert!(answer.is_ok(), "{:?}: {answer:?}", mine.customer_ref);
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_point_that_keeps_failing_is_left_down_and_refuses_writes() {
     let system = start().await;
     let c = system.conductor.clone();
