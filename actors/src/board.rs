@@ -111,6 +111,25 @@ impl Board {
         }
     }
 
+    /// on_hand of every SKU published for `stock_point`: what a warehouse slots into its bins
+    /// when it starts. The stock point publishes every position as it starts and after every
+    /// change, so this never waits on it, even while it restarts.
+    pub fn on_hand_at(&self, stock_point: StockPointId) -> Vec<(SkuId, Qty)> {
+        let mut out: Vec<(SkuId, Qty)> = self
+            .by_sku
+            .iter()
+            .filter_map(|entry| {
+                entry
+                    .value()
+                    .iter()
+                    .find(|f| f.stock_point == stock_point)
+                    .map(|f| (*entry.key(), f.on_hand))
+            })
+            .collect();
+        out.sort_by_key(|(sku, _)| *sku);
+        out
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<SkuId> {
         self.changes.subscribe()
     }

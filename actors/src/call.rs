@@ -86,11 +86,23 @@ pub async fn log_durably_then(
 /// Waits until everything appended to the log so far is durable and acknowledged; returns the
 /// seq of the last record written before.
 pub async fn log_barrier(log: &Log) -> Result<Seq, CommandError> {
-    let (tx, rx) = oneshot::channel();
-    log.try_barrier(move |result| {
-        let _ = tx.send(result);
-    })?;
-    log_answer(rx).await
+    // A full queue is likeliest just when an actor fails: wait for room (at most the call
+    // timeout), as a blocking append would, without blocking the runtime.
+    let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+    loop {
+        let (tx, rx) = oneshot::channel();
+        match log.try_barrier(move |result| {
+            let _ = tx.send(result);
+        }) {
+            Ok(()) => return log_answer(rx).await,
+            Err(conductor_persistence::WalError::Busy { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// The log's answer, waited for at most [`CALL_TIMEOUT`].

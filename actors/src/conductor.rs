@@ -283,8 +283,7 @@ impl Conductor {
             .map_err(|e| StartError::Spawn(e.to_string()))?;
         for sp in state.network.iter() {
             let released = released_at(state.orders.values(), sp.id);
-            let on_hand = state.inventory(sp.id).map_or_else(Vec::new, on_hand);
-            start_warehouse(&shared, &supervisor, sp.id, released, on_hand)
+            start_warehouse(&shared, &supervisor, sp.id, released)
                 .await
                 .map_err(|e| StartError::Spawn(e.to_string()))?;
         }
@@ -870,6 +869,13 @@ impl Conductor {
         }
     }
 
+    /// Test hook: reports a warehouse step to its order, as a warehouse does (to repeat a
+    /// report whose first answer was lost).
+    pub async fn report_step(&self, order: OrderId, step: crate::orders::Step) -> Answer<()> {
+        self.to_desk(|answer| DeskMsg::ToOrder(order, OrderMsg::Step { step, answer }))
+            .await
+    }
+
     /// Test hook: makes the order desk panic, to exercise supervision.
     pub fn crash_desk(&self) -> Result<(), CommandError> {
         self.desk()?
@@ -1008,14 +1014,6 @@ async fn start_desk(
     Ok(desk)
 }
 
-/// on_hand per SKU: what a warehouse slots into its bins when it starts.
-fn on_hand(inventory: &StockPointInventory) -> Vec<(SkuId, Qty)> {
-    inventory
-        .positions()
-        .map(|(sku, p)| (sku, p.on_hand))
-        .collect()
-}
-
 /// Orders confirmed but not yet released are released after the wave window.
 fn release_allocated(desk: &ActorRef<DeskMsg>, state: &State) {
     for order in state.orders.values() {
@@ -1047,10 +1045,18 @@ async fn start_stock_point(
     shared.stock_points.set(
         id,
         Some(Handle {
-            actor,
+            actor: actor.clone(),
             gate: Gate::default(),
         }),
     );
+    // Failed before it was found in the directory: the supervisor could not tell it was this
+    // stock point. Leave it empty and say so, so that a restart tries again.
+    if !running(&actor) {
+        shared.stock_points.set(id, None);
+        return Err(ractor::SpawnErr::StartupFailed(
+            "the stock point actor failed as it started".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -1059,7 +1065,6 @@ async fn start_warehouse(
     supervisor: &ActorRef<SupervisorMsg>,
     sp: StockPointId,
     released: Vec<(OrderId, conductor_engine::order::Fulfilment)>,
-    on_hand: Vec<(SkuId, Qty)>,
 ) -> Result<(), ractor::SpawnErr> {
     let desk = shared.desk.clone();
     // Stock points without a network entry yet default to the warehouse layout.
@@ -1071,6 +1076,7 @@ async fn start_warehouse(
         .map_or(conductor_engine::network::StockPointKind::Warehouse, |s| {
             s.kind
         });
+    let on_hand = shared.board.on_hand_at(sp);
     let args = WarehouseArgs {
         stock_point: sp,
         kind,
@@ -1158,7 +1164,7 @@ pub enum SupervisorMsg {
     Add(StockPointId),
 }
 
-/// The root of the tree. It restarts a failed stock point actor from its durable inventory,
+/// The root of the tree. It restarts a failed stock point actor from the log,
 /// a failed warehouse actor from the open fulfilments the order desk knows (its tasks are
 /// derived state), and a failed orchestrator or order desk from the log, each at most
 /// [`RESTARTS_MAX`] times in [`RESTART_WINDOW`], then leaves it down so that it takes no
@@ -1211,7 +1217,7 @@ impl Actor for Supervisor {
         match message {
             SupervisorMsg::Add(id) => {
                 start_stock_point(&state.shared, &myself, StockPointInventory::new(id)).await?;
-                start_warehouse(&state.shared, &myself, id, Vec::new(), Vec::new()).await?;
+                start_warehouse(&state.shared, &myself, id, Vec::new()).await?;
             }
         }
         Ok(())
@@ -1418,7 +1424,7 @@ async fn drain_stock_points(shared: &Arc<Shared>) -> Result<(), CommandError> {
 /// A restart that failed is tried again this many times, waiting twice as long each time from
 /// [`REVIVE_BACKOFF`]: the moment an actor fails is when the log's queue is likeliest to be
 /// full and the stock points' mailboxes deep.
-const REVIVE_ATTEMPTS: usize = 5;
+const REVIVE_ATTEMPTS: usize = 8;
 const REVIVE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Runs `revive` until it succeeds or [`REVIVE_ATTEMPTS`] have failed. Every step of a revive
@@ -1502,9 +1508,9 @@ fn restart_desk(
 /// 1. Every order actor of the failed desk has ended (no append of theirs can follow), and every
 ///    stock point has handled what they sent it.
 /// 2. A log barrier, then the last snapshot and the log through it, replayed.
-/// 3. The new desk starts on the orders and returns of that state (passivated: each actor
-///    starts on its next message), orders still allocated are released after a wave window,
-///    as at start-up, and each warehouse is sent its open fulfilments again.
+/// 3. Each warehouse's work is matched to the fulfilments open there; the new desk starts on
+///    the orders and returns of that state (passivated: each actor starts on its next
+///    message), and orders still allocated are released after a wave window, as at start-up.
 async fn revive_desk(
     shared: &Arc<Shared>,
     supervisor: &ActorRef<SupervisorMsg>,
@@ -1519,24 +1525,22 @@ async fn revive_desk(
     // Stock commands the ended actors sent are logged before the replay reads the log.
     drain_stock_points(shared).await?;
     let (state, events) = replay_durable(shared).await?;
+    // Release and cancel notices a warehouse was down for are kept by the order actor, and
+    // ended with it: each warehouse makes its work match what the orders have open there.
+    // Before the new desk starts, so that any release it makes comes after.
+    for (sp, _) in shared.warehouses.all() {
+        let open = released_at(state.orders.values(), sp);
+        if let Err(error) = shared
+            .warehouses
+            .send(sp, |ticket| WarehouseMsg::Open { open, ticket })
+        {
+            warn!(stock_point = ?sp, %error, "a warehouse's work was not matched to the orders");
+        }
+    }
     let desk = start_desk(shared, supervisor, &state)
         .await
         .map_err(|e| CommandError::Unavailable(format!("the order desk did not start: {e}")))?;
     release_allocated(&desk, &state);
-    // Release notices a warehouse was down for are kept by the order actor, and those ended
-    // with it: send every open fulfilment again (a warehouse ignores one it has).
-    for (sp, _) in shared.warehouses.all() {
-        for (order, fulfilment) in released_at(state.orders.values(), sp) {
-            let fulfilment = Box::new(fulfilment);
-            if let Err(error) = shared.warehouses.send(sp, |ticket| WarehouseMsg::Release {
-                order,
-                fulfilment,
-                ticket,
-            }) {
-                warn!(stock_point = ?sp, %order, %error, "an open fulfilment was not sent again");
-            }
-        }
-    }
     Ok((events, state.orders.len()))
 }
 
@@ -1565,17 +1569,7 @@ async fn restart_warehouse(
         match open_work(&shared, sp).await {
             Some(released) => {
                 error!(stock_point = ?sp, %reason, fulfilments = released.len(), "warehouse failed; restarting with its open fulfilments");
-                let on_hand = match shared.stock_points.get(sp) {
-                    Some(handle) => crate::call::query(
-                        &handle.actor,
-                        StockPointMsg::Inspect,
-                        "stock point stopped",
-                    )
-                    .await
-                    .map_or_else(|_| Vec::new(), |inventory| on_hand(&inventory)),
-                    None => Vec::new(),
-                };
-                if let Err(e) = start_warehouse(&shared, &supervisor, sp, released, on_hand).await {
+                if let Err(e) = start_warehouse(&shared, &supervisor, sp, released).await {
                     error!(stock_point = ?sp, error = %e, "warehouse did not restart; it stays down");
                 }
             }

@@ -724,7 +724,7 @@ impl OrchestratorState {
         let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
             request: hold.request,
             also: hold.also,
-            answer: hold.answer,
+            answer: reply_or(hold.answer, lost_hold),
             ticket,
         });
         if let Err(error) = sent {
@@ -794,7 +794,7 @@ impl OrchestratorState {
             BatchedHold {
                 request: hold,
                 also: vec![created],
-                answer: reply_or(for_sp, lost_hold),
+                answer: reply(for_sp),
             },
             Box::new(here),
         ))
@@ -857,9 +857,19 @@ impl OrchestratorState {
             holds.push(hold);
             fallbacks.push(here);
         }
-        let sent = self
-            .directory
-            .send(sp, |ticket| StockPointMsg::HoldBatch { holds, ticket });
+        // Each answer is guarded only once the message is built: a refused message (busy) is
+        // answered by its fallbacks with the reason, a lost one (a failed stock point) by the
+        // guards.
+        let sent = self.directory.send(sp, |ticket| StockPointMsg::HoldBatch {
+            holds: holds
+                .into_iter()
+                .map(|hold| BatchedHold {
+                    answer: reply_or(hold.answer, lost_hold),
+                    ..hold
+                })
+                .collect(),
+            ticket,
+        });
         if let Err(error) = sent {
             for here in fallbacks {
                 here(HoldAnswer::Failed(error.clone()));

@@ -965,6 +965,16 @@ impl OrderState {
                 sku,
                 qty,
             } => self.picked(fulfilment, sku, qty).await,
+            // A report repeated after the first was recorded (the warehouse heard "unavailable"
+            // because the actor that recorded it failed before answering) is answered again.
+            Step::Packed { fulfilment } if self.reached(fulfilment, FulfilmentStatus::Packed) => {
+                Ok(Ok(()))
+            }
+            Step::Shipped { fulfilment, .. }
+                if self.reached(fulfilment, FulfilmentStatus::Shipped) =>
+            {
+                Ok(Ok(()))
+            }
             Step::Packed { fulfilment } => {
                 let event = match order::pack(&self.order, fulfilment) {
                     Ok(e) => e,
@@ -1000,6 +1010,20 @@ impl OrderState {
                 Ok(Ok(()))
             }
         }
+    }
+
+    /// Whether fulfilment `f` is at `status` or past it (packed, shipped, delivered).
+    fn reached(&self, f: FulfilmentId, status: FulfilmentStatus) -> bool {
+        use FulfilmentStatus as F;
+        let rank = |s: F| match s {
+            F::Packed => 1,
+            F::Shipped => 2,
+            F::Delivered => 3,
+            _ => 0,
+        };
+        self.order
+            .fulfilment(f)
+            .is_some_and(|x| rank(status) > 0 && rank(x.status) >= rank(status))
     }
 
     async fn picked(&mut self, f: FulfilmentId, sku: SkuId, qty: Qty) -> Answer<()> {

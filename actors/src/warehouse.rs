@@ -58,7 +58,7 @@ use conductor_engine::fulfilment::layout::{
 use conductor_engine::fulfilment::putaway::{choose_putaway, VelocityClass};
 use conductor_engine::fulfilment::removal::{choose_bins, RemovalPolicy, RemovalRequest};
 use conductor_engine::fulfilment::routing::optimal_route;
-use conductor_engine::hash::FxHashMap;
+use conductor_engine::hash::{FxHashMap, FxHashSet};
 use conductor_engine::ids::{FulfilmentId, OrderId, Qty, SkuId, StockPointId};
 use conductor_engine::inventory::{AdjustReason, Adjustment};
 use conductor_engine::network::StockPointKind;
@@ -309,6 +309,11 @@ pub enum WarehouseMsg {
     },
     Cancelled {
         order: OrderId,
+        ticket: Ticket,
+    },
+    /// Every fulfilment open here, by the orders' durable state: the work is made to match.
+    Open {
+        open: Vec<(OrderId, Fulfilment)>,
         ticket: Ticket,
     },
     Tasks {
@@ -639,6 +644,10 @@ impl Actor for WarehouseActor {
             WarehouseMsg::Cancelled { order, ticket } => {
                 drop(ticket);
                 state.cancel(&myself, order);
+            }
+            WarehouseMsg::Open { open, ticket } => {
+                drop(ticket);
+                state.reconcile_work(&myself, open);
             }
             WarehouseMsg::Tasks { open_only, reply } => {
                 let mut tasks: Vec<Task> = state
@@ -2279,6 +2288,38 @@ impl WarehouseState {
             .collect();
         gone.sort();
         for f in gone {
+            self.drop_work(myself, f);
+        }
+    }
+
+    /// Makes the work match the fulfilments the orders say are open here: admits the missing
+    /// ones (as a release would) and drops work no order has open any more (as a cancel
+    /// would). Sent by a restarted order desk, whose killed order actors may have held release
+    /// or cancel notices this warehouse never got.
+    fn reconcile_work(
+        &mut self,
+        myself: &ActorRef<WarehouseMsg>,
+        open: Vec<(OrderId, Fulfilment)>,
+    ) {
+        let keep: FxHashSet<FulfilmentId> = open.iter().map(|(_, f)| f.id).collect();
+        let mut gone: Vec<FulfilmentId> = self
+            .works
+            .keys()
+            .filter(|f| !keep.contains(f))
+            .copied()
+            .collect();
+        gone.sort();
+        for f in gone {
+            self.drop_work(myself, f);
+        }
+        for (order, fulfilment) in &open {
+            self.rebuild(myself, *order, fulfilment);
+        }
+    }
+
+    /// Drops a fulfilment's work: its open tasks go, and what was picked for it goes back.
+    fn drop_work(&mut self, myself: &ActorRef<WarehouseMsg>, f: FulfilmentId) {
+        {
             let open: Vec<Task> = self
                 .tasks
                 .values()
@@ -2296,8 +2337,9 @@ impl WarehouseState {
                 self.retire_tour(task.tour);
             }
             let Some(work) = self.works.remove(&f) else {
-                continue;
+                return;
             };
+            let order = work.order;
             for line in work.lines.iter().filter(|l| l.picked > 0) {
                 let a = self.area(line.sku);
                 a.outbound = a.outbound.saturating_sub(line.picked);

@@ -614,3 +614,44 @@ fn tasks_of(
         .map(|t| t.id.clone())
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_pack_or_ship_report_is_answered_again_and_recorded_once() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let (order, wh1) = released_order(&c).await;
+    let a = c.board().sku_id("A").expect("A is defined");
+    let fulfilment = order.fulfilments[0].id;
+    // Each report is repeated, the way a warehouse repeats one whose first answer was lost
+    // with an order actor that failed after recording it.
+    for task in c.tasks(wh1, true).await.unwrap() {
+        c.complete_task(wh1, task.id, None).await.unwrap().unwrap();
+    }
+    let pack = c.tasks(wh1, true).await.unwrap().remove(0);
+    c.complete_task(wh1, pack.id, None).await.unwrap().unwrap();
+    let packed = conductor_actors::orders::Step::Packed { fulfilment };
+    c.report_step(order.id, packed).await.unwrap().unwrap();
+    let packed = c.order(order.id).await.unwrap().unwrap();
+    assert_eq!(packed.status(), OrderStatus::Packed);
+    let ship = c.tasks(wh1, true).await.unwrap().remove(0);
+    c.complete_task(wh1, ship.id, None).await.unwrap().unwrap();
+    let shipped = conductor_actors::orders::Step::Shipped {
+        fulfilment,
+        carrier: "acme".into(),
+        tracking: "T-2".into(),
+    };
+    c.report_step(order.id, shipped).await.unwrap().unwrap();
+    let shipped = c.order(order.id).await.unwrap().unwrap();
+    assert_eq!(shipped.status(), OrderStatus::Shipped);
+    // Shipped once: 10 on hand, 2 shipped; the first report's tracking stands.
+    let p = c.inventory(wh1).await.unwrap().position(a).unwrap().clone();
+    assert_eq!((p.on_hand, p.allocated), (Qty(8), Qty(0)));
+    assert_ne!(
+        shipped.fulfilments[0]
+            .shipment
+            .as_ref()
+            .map(|s| s.tracking.as_str()),
+        Some("T-2")
+    );
+    c.shutdown().await;
+}
