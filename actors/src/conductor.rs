@@ -50,7 +50,8 @@ use crate::warehouse::{
 };
 use crate::Log;
 
-/// Restarts allowed per stock point within [`RESTART_WINDOW`] before it is left down.
+/// Restarts allowed per actor (stock point, warehouse, order, orchestrator, order desk) within
+/// [`RESTART_WINDOW`] before it is left down.
 pub const RESTARTS_MAX: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// Durable orders that may wait for a restarting order desk.
@@ -142,7 +143,7 @@ struct Shared {
     workers: Option<WorkerConfig>,
     wms: WmsConfig,
     supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
-    /// Actors that failed (stock points and orders), for the metrics.
+    /// Every actor failure the supervisor or the desk handled, for the metrics.
     restarts: Arc<AtomicU64>,
     /// A copy of the network for readers that must not wait on the orchestrator's mailbox.
     network: RwLock<Arc<Network>>,
@@ -1564,42 +1565,39 @@ async fn restart_warehouse(
     // Off the supervisor, which must stay free for other failures: the desk may take a while.
     let shared = state.shared.clone();
     let supervisor = supervisor.clone();
-    let reason = reason.to_string();
+    error!(stock_point = ?sp, %reason, "warehouse failed; restarting it with its open fulfilments");
     tokio::spawn(async move {
-        match open_work(&shared, sp).await {
-            Some(released) => {
-                error!(stock_point = ?sp, %reason, fulfilments = released.len(), "warehouse failed; restarting with its open fulfilments");
-                if let Err(e) = start_warehouse(&shared, &supervisor, sp, released).await {
-                    error!(stock_point = ?sp, error = %e, "warehouse did not restart; it stays down");
-                }
+        match with_retries("warehouse", || revive_warehouse(&shared, &supervisor, sp)).await {
+            Ok(fulfilments) => {
+                info!(stock_point = ?sp, fulfilments, "warehouse restarted with its open fulfilments")
             }
-            None => {
-                error!(stock_point = ?sp, %reason, "warehouse failed and its open work cannot be read; it stays down");
+            Err(error) => {
+                error!(stock_point = ?sp, %error, "warehouse did not restart; it stays down")
             }
         }
     });
     Ok(())
 }
 
-/// The fulfilments open at `sp`, from the order desk (three tries).
-async fn open_work(
+/// Starts a failed warehouse again on the fulfilments the order desk has open at `sp`; returns
+/// how many. Fails while no desk answers (it may be restarting itself), for a retry.
+async fn revive_warehouse(
     shared: &Arc<Shared>,
+    supervisor: &ActorRef<SupervisorMsg>,
     sp: StockPointId,
-) -> Option<Vec<(OrderId, conductor_engine::order::Fulfilment)>> {
-    for _ in 0..3 {
-        let desk = lock(&shared.desk).clone()?;
-        let asked = crate::call::query(
-            &desk,
-            |reply| DeskMsg::ReleasedAt(sp, reply),
-            "order desk stopped",
-        )
-        .await;
-        match asked {
-            Ok(released) => return Some(released),
-            Err(e) => {
-                warn!(stock_point = ?sp, error = %e, "reading a warehouse's open work failed")
-            }
-        }
-    }
-    None
+) -> Result<usize, CommandError> {
+    let desk = lock(&shared.desk)
+        .clone()
+        .ok_or_else(|| CommandError::Unavailable("no order desk".into()))?;
+    let released = crate::call::query(
+        &desk,
+        |reply| DeskMsg::ReleasedAt(sp, reply),
+        "order desk stopped",
+    )
+    .await?;
+    let fulfilments = released.len();
+    start_warehouse(shared, supervisor, sp, released)
+        .await
+        .map_err(|e| CommandError::Unavailable(format!("the warehouse did not start: {e}")))?;
+    Ok(fulfilments)
 }

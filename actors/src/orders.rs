@@ -11,7 +11,8 @@
 //! timed out waiting; it also counts the appends still in flight. An actor that panics is
 //! restarted from that copy once nothing is in flight, at most
 //! [`RESTARTS_MAX`](crate::conductor::RESTARTS_MAX) times in
-//! [`RESTART_WINDOW`](crate::conductor::RESTART_WINDOW); then the order stays down and refuses commands until the next start.
+//! [`RESTART_WINDOW`](crate::conductor::RESTART_WINDOW); then the order stays down and refuses commands until the next start (or a restart of the
+//! desk, which rebuilds every order from the log).
 //! Passivation is the desk's decision: an idle actor asks, and the desk stops it only if it is
 //! still that order's actor, has handled every message the desk routed there, and has nothing
 //! in flight, so that no command is lost in a stopping mailbox and no late acknowledgement is
@@ -547,7 +548,7 @@ fn missing(id: OrderId) -> Declined {
 
 fn down(id: OrderId) -> CommandError {
     CommandError::Unavailable(format!(
-        "order {id} failed too often and takes no commands until the next start"
+        "order {id} failed too often and takes no commands until the system or its desk restarts"
     ))
 }
 
@@ -568,11 +569,12 @@ impl DeskState {
             .await
     }
 
-    /// Starts an actor on `durable`: a new copy, or the one a failed actor left.
+    /// Whether this desk already has order `id` (live, passivated or down).
     fn knows(&self, id: OrderId) -> bool {
         self.live.contains_key(&id) || self.resting.contains_key(&id) || self.down.contains_key(&id)
     }
 
+    /// Starts an actor on `durable`: a new copy, or the one a failed actor left.
     async fn start(
         &mut self,
         desk: &ActorRef<DeskMsg>,

@@ -21,7 +21,7 @@ use crate::error::{Answer, CommandError, Refusal};
 use crate::mailbox::Ticket;
 use crate::Log;
 
-/// A one-shot answer, run where the answer becomes known (often on the log's writer thread):
+/// A one-shot answer, run where the answer becomes known (often on the log's acks thread):
 /// keep it cheap.
 pub type Reply<T> = Box<dyn FnOnce(T) + Send + 'static>;
 

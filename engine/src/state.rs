@@ -258,3 +258,60 @@ fn fulfilments_created(event: &OrderEvent) -> Vec<u64> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Source, StockLine};
+    use crate::network::{Capability, Channel, Location, StockPointKind};
+
+    fn with_a_stock_point() -> State {
+        let mut state = State::default();
+        state.apply(&Event::StockPointDefined(Box::new(StockPoint {
+            id: StockPointId(0),
+            code: Code::parse("WH1").expect("valid"),
+            kind: StockPointKind::Warehouse,
+            name: "wh1".into(),
+            location: Location { lat: 0.0, lon: 0.0 },
+            priority: 1,
+            channels: vec![Channel::Web],
+            capabilities: vec![Capability::Ship],
+            cost_per_shipment: 0,
+            tags: Vec::new(),
+        })));
+        state
+    }
+
+    #[test]
+    fn an_order_id_used_by_an_allocation_alone_is_never_handed_out_again() {
+        let mut state = with_a_stock_point();
+        let sku = SkuId(0);
+        state.apply(&Event::SkuDefined {
+            sku,
+            code: Code::parse("A").expect("valid"),
+        });
+        state.apply(&Event::Stock {
+            stock_point: StockPointId(0),
+            at: Timestamp(0),
+            event: StockEvent::Received {
+                sku,
+                qty: Qty(5),
+                incoming: None,
+            },
+        });
+        // Stock allocated to order 7, whose own record never made it to the log.
+        state.apply(&Event::Stock {
+            stock_point: StockPointId(0),
+            at: Timestamp(0),
+            event: StockEvent::Allocated {
+                order: OrderId(7),
+                lines: vec![StockLine {
+                    sku,
+                    qty: Qty(1),
+                    source: Source::OnHand,
+                }],
+            },
+        });
+        assert_eq!(state.next.order, 8);
+    }
+}

@@ -352,7 +352,7 @@ async fn readyz(State(st): State<Shared>) -> Response {
             axum::Json(serde_json::json!({"status": "ready"})).into_response()
         }
         Some(_) if st.ready.load(Ordering::Acquire) => {
-            Problem::unavailable("not ready: the orchestrator or the order desk has stopped")
+            Problem::unavailable("not ready: the orchestrator or the order desk is stopped or restarting")
                 .into_response()
         }
         _ => Problem::unavailable("not ready: recovering or shutting down").into_response(),

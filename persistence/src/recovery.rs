@@ -1,5 +1,7 @@
 //! Recovery: restore every snapshot, then replay the log after the oldest one, through the
-//! [`Recover`] trait; truncate a corrupt tail, stop at corruption in the middle.
+//! [`Recover`] trait; truncate a corrupt tail, stop at corruption in the middle. A live replay
+//! ([`crate::Wal::replay_through`]) reads only through a durable seq, changes nothing, and
+//! treats any damaged record as corruption.
 //!
 //! A record that fails its checks is a torn or corrupt *tail* when no intact record follows it:
 //! those records are removed with a warning (they can only be the last flush group, which was

@@ -3,6 +3,8 @@
 //!
 //! Lifecycle: [`Wal::open`], then [`Wal::recover`] (optional, at most before the first
 //! appender), then [`Wal::appender`] for producers, and [`Wal::close`] (or drop) at shutdown.
+//! While producers append, [`Wal::replay_through`] replays up to a durable seq (a barrier's,
+//! from [`crate::Appender::try_barrier`]) to rebuild a failed actor's state.
 //! The writer thread is spawned by `open` but takes its first sequence number only when the
 //! first appender is handed out, so that a tail truncated by recovery is never written over
 //! with a gap.
