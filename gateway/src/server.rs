@@ -351,10 +351,10 @@ async fn readyz(State(st): State<Shared>) -> Response {
         Some(c) if st.ready.load(Ordering::Acquire) && c.takes_writes() => {
             axum::Json(serde_json::json!({"status": "ready"})).into_response()
         }
-        Some(_) if st.ready.load(Ordering::Acquire) => {
-            Problem::unavailable("not ready: the orchestrator or the order desk is stopped or restarting")
-                .into_response()
-        }
+        Some(_) if st.ready.load(Ordering::Acquire) => Problem::unavailable(
+            "not ready: the orchestrator or the order desk is stopped or restarting",
+        )
+        .into_response(),
         _ => Problem::unavailable("not ready: recovering or shutting down").into_response(),
     }
 }

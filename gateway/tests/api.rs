@@ -54,6 +54,33 @@ fn operations_routes_need_no_key() {
 }
 
 #[test]
+fn every_documented_v1_route_and_method_needs_a_key() {
+    // Authentication is decided by the matched route's prefix: a route added under /v1 is
+    // guarded without being listed anywhere. Walk the contract to pin that down.
+    let s = &*S;
+    let openapi = s.request("GET", "/openapi.json", None, None, &[]);
+    let paths = openapi.ok(200)["paths"].as_object().expect("paths").clone();
+    let mut checked = 0;
+    for (path, operations) in &paths {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let concrete = path
+            .split('/')
+            .map(|part| if part.starts_with('{') { "X-1" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in operations.as_object().expect("operations").keys() {
+            let method = method.to_uppercase();
+            let answer = s.request(&method, &concrete, None, None, &[]);
+            assert_eq!(answer.status, 401, "{method} {concrete}: {}", answer.text);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} operations under /v1");
+}
+
+#[test]
 fn every_error_is_problem_json() {
     let s = &*S;
     s.request("GET", "/v1/availability?sku=A", None, None, &[])
