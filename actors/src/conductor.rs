@@ -54,6 +54,8 @@ use crate::Log;
 /// [`RESTART_WINDOW`] before it is left down.
 pub const RESTARTS_MAX: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// How often a running system takes a snapshot by default.
+pub const CHECKPOINT_EVERY_DEFAULT: Duration = Duration::from_secs(300);
 /// Durable orders that may wait for a restarting order desk.
 const UNSTARTED_MAX: usize = crate::mailbox::MAILBOX_DEPTH_MAX;
 /// The snapshot key of the whole state.
@@ -72,6 +74,9 @@ pub struct Config {
     /// How the warehouses release, batch, cartonize, ship and forecast.
     pub wms: WmsConfig,
     pub clock: Arc<dyn Clock>,
+    /// How often the running system folds the log into a snapshot and compacts it, so that
+    /// the next start and any actor's restart replay at most this much; `None`: only at start.
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl Config {
@@ -84,6 +89,7 @@ impl Config {
             workers: None,
             wms: WmsConfig::default(),
             clock: Arc::new(SystemClock),
+            checkpoint_every: Some(CHECKPOINT_EVERY_DEFAULT),
         }
     }
 }
@@ -145,6 +151,8 @@ struct Shared {
     supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
     /// Every actor failure the supervisor or the desk handled, for the metrics.
     restarts: Arc<AtomicU64>,
+    /// Snapshots taken while running, for the metrics.
+    checkpoints: AtomicU64,
     /// A copy of the network for readers that must not wait on the orchestrator's mailbox.
     network: RwLock<Arc<Network>>,
     /// Responses remembered per idempotency key, and the keys whose first request is still
@@ -263,6 +271,7 @@ impl Conductor {
             wms: config.wms.clone(),
             supervisor: Mutex::new(None),
             restarts: Arc::new(AtomicU64::new(0)),
+            checkpoints: AtomicU64::new(0),
             network: RwLock::new(Arc::new(state.network.clone())),
             idempotency: Mutex::new((state.idempotency.clone(), FxHashSet::default())),
             wal: Arc::downgrade(&wal),
@@ -289,6 +298,9 @@ impl Conductor {
                 .map_err(|e| StartError::Spawn(e.to_string()))?;
         }
         release_allocated(&desk, &state);
+        if let Some(every) = config.checkpoint_every {
+            tokio::spawn(checkpoints(Arc::downgrade(&shared), every));
+        }
         let conductor = Conductor {
             shared,
             wal,
@@ -841,6 +853,11 @@ impl Conductor {
         self.shared.restarts.load(Ordering::Relaxed)
     }
 
+    /// Snapshots taken while running (see [`Config::checkpoint_every`]).
+    pub fn checkpoints(&self) -> u64 {
+        self.shared.checkpoints.load(Ordering::Relaxed)
+    }
+
     pub fn deepest_mailbox(&self) -> usize {
         self.shared
             .stock_points
@@ -1325,7 +1342,7 @@ async fn revive_orchestrator(
     supervisor: &ActorRef<SupervisorMsg>,
 ) -> Result<(u64, usize), CommandError> {
     drain_stock_points(shared).await?;
-    let (mut state, events) = replay_durable(shared).await?;
+    let (mut state, events, _) = replay_durable(shared).await?;
     let settle = state.reconcile(shared.clock.now());
     let settled = settle.len();
     let mut reservations = Vec::new();
@@ -1389,7 +1406,7 @@ async fn revive_stock_point(
     supervisor: &ActorRef<SupervisorMsg>,
     id: StockPointId,
 ) -> Result<u64, CommandError> {
-    let (state, events) = replay_durable(shared).await?;
+    let (state, events, _) = replay_durable(shared).await?;
     let inventory = state
         .inventory(id)
         .cloned()
@@ -1398,6 +1415,58 @@ async fn revive_stock_point(
         .await
         .map_err(|e| CommandError::Unavailable(format!("the stock point did not start: {e}")))?;
     Ok(events)
+}
+
+/// Every `every`, folds the log into a snapshot and compacts it, until the system stops.
+async fn checkpoints(shared: std::sync::Weak<Shared>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let started = Instant::now();
+        match checkpoint(&shared).await {
+            Ok((events, covered)) => info!(
+                events,
+                covered = %covered,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "checkpoint: snapshot saved and log compacted"
+            ),
+            // The log was closed: the system is stopping.
+            Err(_) if !log_open(&shared) => return,
+            // The log only grows until the next one.
+            Err(error) => warn!(%error, "checkpoint failed; the next one tries again"),
+        }
+    }
+}
+
+/// Whether the log is still open (shutdown takes it).
+fn log_open(shared: &Shared) -> bool {
+    shared.wal.upgrade().is_some_and(|wal| lock(&wal).is_some())
+}
+
+/// A snapshot of everything durable, taken from the log itself rather than from the actors:
+/// the state the last snapshot and the log through a barrier replay to, saved as covering the
+/// barrier's seq, then the records it covers removed. A consistent cut by construction: it is
+/// exactly what a start-up would rebuild from that prefix of the log (which settles whatever
+/// was half done at that seq, as it would after a crash there). Returns the events replayed
+/// and the seq covered.
+async fn checkpoint(shared: &Arc<Shared>) -> Result<(u64, Seq), CommandError> {
+    let (state, events, through) = replay_durable(shared).await?;
+    let saving = shared.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), WalError> {
+        let wal = saving.wal.upgrade().ok_or(WalError::Closed)?;
+        let wal = lock(&wal);
+        let wal = wal.as_ref().ok_or(WalError::Closed)?;
+        wal.save_snapshot(STATE_SNAPSHOT, through, &state)?;
+        wal.compact()?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| CommandError::Unavailable(format!("the checkpoint stopped: {e}")))?
+    .map_err(CommandError::from)?;
+    shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+    Ok((events, through))
 }
 
 /// Asks every stock point a question, which it takes after everything sent to it before (a
@@ -1456,8 +1525,8 @@ where
 
 /// Waits until everything appended to the log so far is durable and acknowledged (a barrier),
 /// then replays the last snapshot and the log through the barrier into a whole state, off the
-/// runtime's workers; returns it with the number of events replayed.
-async fn replay_durable(shared: &Arc<Shared>) -> Result<(State, u64), CommandError> {
+/// runtime's workers; returns it with the number of events replayed and the barrier's seq.
+async fn replay_durable(shared: &Arc<Shared>) -> Result<(State, u64, Seq), CommandError> {
     let through = crate::call::log_barrier(&shared.log).await?;
     let replaying = shared.clone();
     tokio::task::spawn_blocking(move || -> Result<_, WalError> {
@@ -1466,7 +1535,7 @@ async fn replay_durable(shared: &Arc<Shared>) -> Result<(State, u64), CommandErr
         let wal = wal.as_ref().ok_or(WalError::Closed)?;
         let mut rebuild = Rebuild::default();
         let report = wal.replay_through(through, &mut rebuild)?;
-        Ok((rebuild.state, report.events))
+        Ok((rebuild.state, report.events, through))
     })
     .await
     .map_err(|e| CommandError::Unavailable(format!("the replay stopped: {e}")))?
@@ -1525,7 +1594,7 @@ async fn revive_desk(
     }
     // Stock commands the ended actors sent are logged before the replay reads the log.
     drain_stock_points(shared).await?;
-    let (state, events) = replay_durable(shared).await?;
+    let (state, events, _) = replay_durable(shared).await?;
     // Release and cancel notices a warehouse was down for are kept by the order actor, and
     // ended with it: each warehouse makes its work match what the orders have open there.
     // Before the new desk starts, so that any release it makes comes after.

@@ -30,6 +30,9 @@ pub struct FileConfig {
     /// How long a confirmed order waits before release (the wave window).
     pub wave_window_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
+    /// Seconds between snapshots of the running system (the log folded and compacted); 0 turns
+    /// them off [default: 300].
+    pub checkpoint_every_s: Option<u64>,
     /// Tokio worker threads [default: one fewer than the cores, at least one].
     pub runtime_threads: Option<usize>,
     /// Simulated warehouse workers; `--demo` turns them on with defaults.
@@ -58,6 +61,9 @@ pub struct WalFile {
 
 /// The most runtime worker threads that may be configured.
 const RUNTIME_THREADS_MAX: usize = 256;
+
+/// The longest interval between snapshots that may be configured: a day.
+const CHECKPOINT_EVERY_S_MAX: u64 = 86_400;
 
 /// The longest a wave window may be configured.
 const WAVE_WINDOW_MS_MAX: u64 = 60_000;
@@ -107,6 +113,16 @@ pub fn resolve(flags: Flags) -> Result<ServeOptions, String> {
         ));
     }
     config.wave_window = Duration::from_millis(wave);
+    match file.checkpoint_every_s {
+        Some(0) => config.checkpoint_every = None,
+        Some(s) if s > CHECKPOINT_EVERY_S_MAX => {
+            return Err(format!(
+                "checkpoint_every_s must be at most {CHECKPOINT_EVERY_S_MAX}"
+            ))
+        }
+        Some(s) => config.checkpoint_every = Some(Duration::from_secs(s)),
+        None => {}
+    }
     if let Some(w) = file.wal {
         if let Some(n) = w.queue_appends_max {
             config.wal.queue_appends_max = n;
@@ -182,6 +198,26 @@ mod tests {
             default.runtime_threads,
             conductor_actors::process::default_runtime_threads()
         );
+    }
+
+    #[test]
+    fn checkpoints_default_to_five_minutes_and_zero_turns_them_off() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let every = |text: &str| {
+            let file = dir.path().join("conductor.json");
+            std::fs::write(&file, text).expect("write config");
+            resolve(flags(None, Some(file))).map(|o| o.config.checkpoint_every)
+        };
+        assert_eq!(
+            every("{}"),
+            Ok(Some(conductor_actors::conductor::CHECKPOINT_EVERY_DEFAULT))
+        );
+        assert_eq!(every(r#"{"checkpoint_every_s": 0}"#), Ok(None));
+        assert_eq!(
+            every(r#"{"checkpoint_every_s": 60}"#),
+            Ok(Some(Duration::from_secs(60)))
+        );
+        assert!(every(r#"{"checkpoint_every_s": 86401}"#).is_err());
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub fn render(conductor: Option<&Conductor>, ready: bool) -> String {
     let _ = writeln!(out, "# HELP conductor_ready Whether the server is recovered and accepting.\n# TYPE conductor_ready gauge\nconductor_ready {}", u8::from(ready));
     if let Some(c) = conductor {
         let wal = c.log_stats();
-        let gauges: [(&str, &str, &str, f64); 12] = [
+        let gauges: [(&str, &str, &str, f64); 13] = [
             (
                 "conductor_wal_records_written_total",
                 "counter",
@@ -282,6 +282,12 @@ pub fn render(conductor: Option<&Conductor>, ready: bool) -> String {
                 "counter",
                 "Actor failures the supervisor handled.",
                 c.restarts() as f64,
+            ),
+            (
+                "conductor_checkpoints_total",
+                "counter",
+                "Snapshots taken while running (the log folded and compacted).",
+                c.checkpoints() as f64,
             ),
         ];
         for (name, kind, help, value) in gauges {

@@ -34,6 +34,7 @@ fn operations_routes_need_no_key() {
     assert!(metrics
         .text
         .contains("conductor_http_request_duration_seconds_bucket"));
+    assert!(metrics.text.contains("conductor_checkpoints_total"));
     let openapi = s.request("GET", "/openapi.json", None, None, &[]);
     let paths = openapi.ok(200)["paths"].as_object().expect("paths").clone();
     for path in [
