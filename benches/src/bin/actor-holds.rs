@@ -18,7 +18,8 @@
 //! when it was sent, so a stall shows in the percentiles instead of lowering the offered load
 //! (no coordinated omission); holds that would exceed [`OPEN_OUTSTANDING_MAX`] in flight are
 //! counted as refused, not sent.
-//! With `RESTART=1`, also restarts on each run's data and prints recovery times.
+//! With `RESTART=1`, also restarts on each run's data and prints recovery times;
+//! `CHECKPOINT_MS=<ms>` takes snapshots of the running system that often during the run.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -219,7 +220,7 @@ async fn run_with(
     batch: usize,
 ) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (c, _) = Conductor::start(Config::new(dir.path()))
+    let (c, _) = Conductor::start(bench_config(dir.path()))
         .await
         .expect("start");
     let c = Arc::new(c);
@@ -447,6 +448,19 @@ async fn offer(
     if let (Ok(mut all), Some(part)) = (latency.lock(), part) {
         let _ = all.add(&part);
     }
+}
+
+/// The system's defaults, with `CHECKPOINT_MS=<ms>` for snapshots of the running system that
+/// often (by default the first comes after 5 minutes, past any run here).
+fn bench_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::new(dir);
+    if let Some(ms) = std::env::var("CHECKPOINT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.checkpoint_every = Some(Duration::from_millis(ms));
+    }
+    config
 }
 
 /// Restarts twice on the data the run left: the first replays the log since the snapshot taken
