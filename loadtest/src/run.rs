@@ -32,7 +32,7 @@ impl System {
             "in-process" => System::in_process(None).await,
             "embedded" => {
                 let binary = find_binary(load.server_bin.as_deref())?;
-                let server = Server::start_temp(binary, demo).await?;
+                let server = Server::start_temp(binary, demo, None).await?;
                 let http = Http::new(&server.url(), Some(&server.key))?;
                 Ok(System {
                     target: Target::Http(Arc::new(http)),

@@ -52,6 +52,9 @@ pub struct Server {
     pub port: u16,
     pub key: String,
     pub demo: bool,
+    /// Snapshots of the running server this often (its `checkpoint_every_s`); `None` keeps the
+    /// server's default.
+    pub checkpoint_every_s: Option<u64>,
     child: Option<Child>,
     /// The server's stdout and stderr, for the message when it fails.
     pub log: PathBuf,
@@ -61,7 +64,11 @@ pub struct Server {
 
 impl Server {
     /// Starts a server on a fresh temp dir and waits until it is ready.
-    pub async fn start_temp(binary: PathBuf, demo: bool) -> Result<Server, Error> {
+    pub async fn start_temp(
+        binary: PathBuf,
+        demo: bool,
+        checkpoint_every_s: Option<u64>,
+    ) -> Result<Server, Error> {
         let dir = tempfile::Builder::new().prefix("conductor-lt-").tempdir()?;
         let mut server = Server {
             binary,
@@ -69,6 +76,7 @@ impl Server {
             port: 0,
             key: admin_key(),
             demo,
+            checkpoint_every_s,
             child: None,
             log: dir.path().join("server.log"),
             _dir: Some(dir),
@@ -104,6 +112,11 @@ impl Server {
                 .stderr(log);
             if self.demo {
                 command.arg("--demo");
+            }
+            if let Some(every) = self.checkpoint_every_s {
+                let config = self.log.with_file_name("conductor.json");
+                std::fs::write(&config, format!(r#"{{"checkpoint_every_s": {every}}}"#))?;
+                command.arg("--config").arg(config);
             }
             let child = command
                 .spawn()

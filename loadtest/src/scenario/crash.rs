@@ -3,6 +3,8 @@
 //! dir each time, and checked: every acknowledged hold is still there
 //! (`GET /v1/reservations/{id}`), and held + available = initial stock (nothing oversold).
 //! Holds in flight at the kill may or may not have been logged; they are counted "in doubt".
+//! The server takes a snapshot of itself every `--checkpoint-every-s` (1 s by default), so the
+//! kills land before, during and after snapshots and compactions of the running system.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,7 +36,7 @@ pub async fn run(cmd: &CrashCmd) -> Result<RunReport, Error> {
     println!("crash: seed {seed} (rerun with --seed {seed})");
     let mut rng = Rng::new(seed);
     let binary = find_binary(cmd.load.server_bin.as_deref())?;
-    let mut server = Server::start_temp(binary, false).await?;
+    let mut server = Server::start_temp(binary, false, Some(cmd.checkpoint_every_s)).await?;
     let target = |server: &Server| -> Result<Target, Error> {
         Ok(Target::Http(Arc::new(Http::new(
             &server.url(),
@@ -113,6 +115,14 @@ pub async fn run(cmd: &CrashCmd) -> Result<RunReport, Error> {
     done.store(true, Ordering::Relaxed);
     let _ = bar.await;
     server.stop().await;
+    // How many snapshots of the running server the kills fell around (its log says).
+    let checkpoints = std::fs::read_to_string(&server.log)
+        .map(|log| log.matches("checkpoint: snapshot saved").count())
+        .unwrap_or(0);
+    notes.push(format!(
+        "{checkpoints} snapshots of the running server taken across the lives (one every {} s)",
+        cmd.checkpoint_every_s
+    ));
     recorder.merge(extra);
     let (local, timeline) = recorder.take();
     let mut verdict = last_verdict.unwrap_or_default();
