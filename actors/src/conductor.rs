@@ -161,14 +161,20 @@ struct Shared {
     /// The log itself (not an appender), for the replays that restart actors. Weak: the
     /// handle owns the log, which closes at shutdown or when the last handle is dropped, and
     /// never on a thread of its own (the acks thread may hold the last `Shared`).
-    wal: std::sync::Weak<Mutex<Option<Wal<Event>>>>,
+    wal: std::sync::Weak<RwLock<Option<Wal<Event>>>>,
+    /// The seq the last snapshot covers: a checkpoint with nothing new to fold is skipped.
+    covered: AtomicU64,
 }
 
 /// The in-process API: every operation of the HTTP contract, for the gateway and the harness.
 #[derive(Clone)]
 pub struct Conductor {
     shared: Arc<Shared>,
-    wal: Arc<Mutex<Option<Wal<Event>>>>,
+    /// Read-locked by replays (several may run at once), write-locked by a checkpoint's save
+    /// and compaction and by shutdown, which takes the log out to close it.
+    wal: Arc<RwLock<Option<Wal<Event>>>>,
+    /// The background checkpoints, stopped at shutdown.
+    checkpointer: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     accepting: Arc<AtomicBool>,
     root: ActorCell,
 }
@@ -240,7 +246,7 @@ impl Conductor {
         })
         .await
         .map_err(|e| StartError::Spawn(e.to_string()))??;
-        let wal = Arc::new(Mutex::new(Some(wal)));
+        let wal = Arc::new(RwLock::new(Some(wal)));
         info!(
             records = report.records,
             events = report.events,
@@ -272,6 +278,7 @@ impl Conductor {
             supervisor: Mutex::new(None),
             restarts: Arc::new(AtomicU64::new(0)),
             checkpoints: AtomicU64::new(0),
+            covered: AtomicU64::new(last.get()),
             network: RwLock::new(Arc::new(state.network.clone())),
             idempotency: Mutex::new((state.idempotency.clone(), FxHashSet::default())),
             wal: Arc::downgrade(&wal),
@@ -298,12 +305,15 @@ impl Conductor {
                 .map_err(|e| StartError::Spawn(e.to_string()))?;
         }
         release_allocated(&desk, &state);
-        if let Some(every) = config.checkpoint_every {
-            tokio::spawn(checkpoints(Arc::downgrade(&shared), every));
-        }
+        // A zero interval would fold the log back to back.
+        let checkpointer = config
+            .checkpoint_every
+            .filter(|every| !every.is_zero())
+            .map(|every| tokio::spawn(checkpoints(Arc::downgrade(&shared), every)));
         let conductor = Conductor {
             shared,
             wal,
+            checkpointer: Arc::new(Mutex::new(checkpointer)),
             accepting: Arc::new(AtomicBool::new(true)),
             root: supervisor.get_cell(),
         };
@@ -858,6 +868,11 @@ impl Conductor {
         self.shared.checkpoints.load(Ordering::Relaxed)
     }
 
+    /// The seq the latest snapshot covers: a start replays only the log after it.
+    pub fn snapshot_covered(&self) -> Seq {
+        Seq::new(self.shared.covered.load(Ordering::Acquire))
+    }
+
     pub fn deepest_mailbox(&self) -> usize {
         self.shared
             .stock_points
@@ -927,11 +942,15 @@ impl Conductor {
             .stop_children_and_wait(None, Some(CALL_TIMEOUT))
             .await;
         self.root.stop(None);
+        // No checkpoint starts from here on (one in progress finishes before the log closes).
+        if let Some(checkpointer) = lock(&self.checkpointer).take() {
+            checkpointer.abort();
+        }
         // Off the runtime: a replay may hold the log for a while, and close() joins the writer
         // thread after its final flush.
         let wal = self.wal.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Some(wal) = lock(&wal).take() {
+            if let Some(wal) = write(&wal).take() {
                 wal.close();
             }
         })
@@ -942,6 +961,11 @@ impl Conductor {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    // A panic while holding it cannot leave the Option half set.
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Tells the orchestrator that the intake has work. If it failed since it was looked up, nobody
@@ -1442,7 +1466,15 @@ async fn checkpoints(shared: std::sync::Weak<Shared>, every: Duration) {
 
 /// Whether the log is still open (shutdown takes it).
 fn log_open(shared: &Shared) -> bool {
-    shared.wal.upgrade().is_some_and(|wal| lock(&wal).is_some())
+    // Without waiting: a replay may hold the lock for a while, and this runs on the runtime.
+    shared
+        .wal
+        .upgrade()
+        .is_some_and(|wal| match wal.try_read() {
+            Ok(wal) => wal.is_some(),
+            Err(std::sync::TryLockError::Poisoned(wal)) => wal.into_inner().is_some(),
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        })
 }
 
 /// A snapshot of everything durable, taken from the log itself rather than from the actors:
@@ -1452,11 +1484,16 @@ fn log_open(shared: &Shared) -> bool {
 /// was half done at that seq, as it would after a crash there). Returns the events replayed
 /// and the seq covered.
 async fn checkpoint(shared: &Arc<Shared>) -> Result<(u64, Seq), CommandError> {
-    let (state, events, through) = replay_durable(shared).await?;
+    let through = crate::call::log_barrier(&shared.log).await?;
+    if through.get() <= shared.covered.load(Ordering::Acquire) {
+        // Nothing was logged since the last snapshot.
+        return Ok((0, through));
+    }
+    let (state, events, through) = replay_through(shared, through).await?;
     let saving = shared.clone();
     tokio::task::spawn_blocking(move || -> Result<(), WalError> {
         let wal = saving.wal.upgrade().ok_or(WalError::Closed)?;
-        let wal = lock(&wal);
+        let wal = write(&wal);
         let wal = wal.as_ref().ok_or(WalError::Closed)?;
         wal.save_snapshot(STATE_SNAPSHOT, through, &state)?;
         wal.compact()?;
@@ -1465,6 +1502,7 @@ async fn checkpoint(shared: &Arc<Shared>) -> Result<(u64, Seq), CommandError> {
     .await
     .map_err(|e| CommandError::Unavailable(format!("the checkpoint stopped: {e}")))?
     .map_err(CommandError::from)?;
+    shared.covered.fetch_max(through.get(), Ordering::AcqRel);
     shared.checkpoints.fetch_add(1, Ordering::Relaxed);
     Ok((events, through))
 }
@@ -1528,10 +1566,19 @@ where
 /// runtime's workers; returns it with the number of events replayed and the barrier's seq.
 async fn replay_durable(shared: &Arc<Shared>) -> Result<(State, u64, Seq), CommandError> {
     let through = crate::call::log_barrier(&shared.log).await?;
+    replay_through(shared, through).await
+}
+
+/// Replays the last snapshot and the log through `through` (durable) into a whole state, off
+/// the runtime's workers.
+async fn replay_through(
+    shared: &Arc<Shared>,
+    through: Seq,
+) -> Result<(State, u64, Seq), CommandError> {
     let replaying = shared.clone();
     tokio::task::spawn_blocking(move || -> Result<_, WalError> {
         let wal = replaying.wal.upgrade().ok_or(WalError::Closed)?;
-        let wal = lock(&wal);
+        let wal = wal.read().unwrap_or_else(|e| e.into_inner());
         let wal = wal.as_ref().ok_or(WalError::Closed)?;
         let mut rebuild = Rebuild::default();
         let report = wal.replay_through(through, &mut rebuild)?;

@@ -164,8 +164,9 @@ pub struct CrashCmd {
     /// Each kill comes at a random moment in 0..=max-uptime seconds of load.
     #[arg(long, default_value_t = 2.0)]
     pub max_uptime: f64,
-    /// Seconds between the server's snapshots of itself, so that kills land around them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// Seconds between the server's snapshots of itself, so that kills land around them; 0
+    /// turns them off.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub checkpoint_every_s: u64,
 }
 

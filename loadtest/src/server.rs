@@ -116,7 +116,11 @@ impl Server {
             if let Some(every) = self.checkpoint_every_s {
                 let config = self.log.with_file_name("conductor.json");
                 std::fs::write(&config, format!(r#"{{"checkpoint_every_s": {every}}}"#))?;
-                command.arg("--config").arg(config);
+                // The checkpoints are counted from the log's info lines.
+                command
+                    .arg("--config")
+                    .arg(config)
+                    .env("CONDUCTOR_LOG", "info");
             }
             let child = command
                 .spawn()

@@ -115,14 +115,21 @@ pub async fn run(cmd: &CrashCmd) -> Result<RunReport, Error> {
     done.store(true, Ordering::Relaxed);
     let _ = bar.await;
     server.stop().await;
-    // How many snapshots of the running server the kills fell around (its log says).
-    let checkpoints = std::fs::read_to_string(&server.log)
-        .map(|log| log.matches("checkpoint: snapshot saved").count())
-        .unwrap_or(0);
+    // How many snapshots of the running server the kills fell around, and whether any
+    // failed (its log says).
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    let checkpoints = log.matches("checkpoint: snapshot saved").count();
+    let failed = log.matches("checkpoint failed").count();
     notes.push(format!(
-        "{checkpoints} snapshots of the running server taken across the lives (one every {} s)",
+        "{checkpoints} snapshots of the running server taken across the lives (every {} s, 0 = off), {failed} failed",
         cmd.checkpoint_every_s
     ));
+    if failed > 0 {
+        problems.push(format!(
+            "{failed} checkpoints failed (see {})",
+            server.log.display()
+        ));
+    }
     recorder.merge(extra);
     let (local, timeline) = recorder.take();
     let mut verdict = last_verdict.unwrap_or_default();
