@@ -2,8 +2,9 @@
 //!
 //! Start: open the log, restore the last snapshot and replay the rest into one engine
 //! [`State`], settle what a crash left half done ([`State::reconcile`]), save a fresh snapshot
-//! and compact, then hand each actor its piece. Stop: refuse new work, let the actors drain,
-//! flush the log.
+//! and compact, then hand each actor its piece. While running: restart a failed actor from a
+//! replay of the log through a barrier, and fold the log into a snapshot every
+//! [`Config::checkpoint_every`]. Stop: refuse new work, let the actors drain, flush the log.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -1450,7 +1451,8 @@ async fn checkpoints(shared: std::sync::Weak<Shared>, every: Duration) {
         };
         let started = Instant::now();
         match checkpoint(&shared).await {
-            Ok((events, covered)) => info!(
+            Ok(None) => {}
+            Ok(Some((events, covered))) => info!(
                 events,
                 covered = %covered,
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -1482,12 +1484,11 @@ fn log_open(shared: &Shared) -> bool {
 /// barrier's seq, then the records it covers removed. A consistent cut by construction: it is
 /// exactly what a start-up would rebuild from that prefix of the log (which settles whatever
 /// was half done at that seq, as it would after a crash there). Returns the events replayed
-/// and the seq covered.
-async fn checkpoint(shared: &Arc<Shared>) -> Result<(u64, Seq), CommandError> {
+/// and the seq covered, or `None` when nothing was logged since the last snapshot.
+async fn checkpoint(shared: &Arc<Shared>) -> Result<Option<(u64, Seq)>, CommandError> {
     let through = crate::call::log_barrier(&shared.log).await?;
     if through.get() <= shared.covered.load(Ordering::Acquire) {
-        // Nothing was logged since the last snapshot.
-        return Ok((0, through));
+        return Ok(None);
     }
     let (state, events, through) = replay_through(shared, through).await?;
     let saving = shared.clone();
@@ -1504,7 +1505,7 @@ async fn checkpoint(shared: &Arc<Shared>) -> Result<(u64, Seq), CommandError> {
     .map_err(CommandError::from)?;
     shared.covered.fetch_max(through.get(), Ordering::AcqRel);
     shared.checkpoints.fetch_add(1, Ordering::Relaxed);
-    Ok((events, through))
+    Ok(Some((events, through)))
 }
 
 /// Asks every stock point a question, which it takes after everything sent to it before (a
