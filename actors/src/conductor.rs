@@ -59,8 +59,8 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 pub const CHECKPOINT_EVERY_DEFAULT: Duration = Duration::from_secs(300);
 /// Durable orders that may wait for a restarting order desk.
 const UNSTARTED_MAX: usize = crate::mailbox::MAILBOX_DEPTH_MAX;
-/// The snapshot key of the whole state.
-const STATE_SNAPSHOT: &str = "state";
+/// The key the whole state is saved under in the log's snapshots.
+pub const STATE_SNAPSHOT: &str = "state";
 
 #[derive(Clone)]
 pub struct Config {

@@ -29,19 +29,19 @@ use conductor_engine::network::{Location, Network};
 use conductor_engine::order::{
     self, Allocation, Fulfilment, FulfilmentStatus, Order, OrderError, OrderEvent, PickOutcome,
 };
-use conductor_engine::returns::{self, ReturnLine, ReturnPolicy, ReturnRecord};
+use conductor_engine::returns::{self, ReturnEvent, ReturnLine, ReturnPolicy, ReturnRecord};
 use conductor_engine::state::Event;
 use conductor_engine::time::Timestamp;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{debug, error, warn};
 
-use crate::call::{ask, log_durably, log_durably_then, poll_until, CALL_TIMEOUT};
+use crate::call::{ask, log_durably_then, poll_until, CALL_TIMEOUT};
 use crate::clock::Clock;
 use crate::conductor::may_restart;
 use crate::directory::Directory;
 use crate::error::{invalid, Answer, CommandError, Refusal};
 use crate::orchestrator::OrchestratorMsg;
-use crate::stock_point::{reply, Reply, StockCommand, StockPointMsg};
+use crate::stock_point::{reply, OnDurable, Reply, StockCommand, StockPointMsg};
 use crate::warehouse::WarehouseMsg;
 use crate::Log;
 
@@ -209,6 +209,8 @@ pub struct DeskState {
     /// Orders whose actor failed too often: readable, refusing commands.
     down: FxHashMap<OrderId, Order>,
     returns: FxHashMap<ReturnId, ReturnRecord>,
+    /// Returns whose last change's answer was lost: settled before their next change.
+    unsettled: FxHashMap<ReturnId, Arc<Landing>>,
     next_return: u64,
     network: Network,
     policy: ReturnPolicy,
@@ -297,6 +299,7 @@ impl Actor for OrderDesk {
             resting: args.orders,
             down: FxHashMap::default(),
             returns: args.returns,
+            unsettled: FxHashMap::default(),
             next_return: args.next_return,
             network: args.network,
             policy: args.policy,
@@ -398,6 +401,8 @@ impl Actor for OrderDesk {
                 answer(result);
             }
             DeskMsg::GetReturn(ret, reply) => {
+                // Still unsettled: the record as last known.
+                let _ = state.settle(ret);
                 let _ = reply.send(state.returns.get(&ret).cloned());
             }
             DeskMsg::StockPointAdded(sp) => state.network.upsert(*sp),
@@ -633,52 +638,163 @@ impl DeskState {
         }
     }
 
+    /// Receives a return: each stock point it restocks at logs its restock in one record with
+    /// the return's `Restocked` there (the last one also with `Received` and the refund), so a
+    /// receipt retried after a crash or a lost answer restocks only where it did not happen.
     async fn receive_return(&mut self, ret: ReturnId) -> Answer<ReturnRecord> {
+        self.settle(ret)?;
         let Some(record) = self.returns.get(&ret) else {
             return Ok(Err(Refusal::NotFound(ret.to_string())));
         };
-        let (event, restocks) = match returns::receive(record) {
+        let (received, restocks) = match returns::receive(record) {
             Ok(x) => x,
             Err(error) => return Ok(Err(Refusal::Conflict(error.to_string()))),
         };
-        for restock in &restocks {
-            let command = StockCommand::Restock {
-                sku: restock.sku,
-                qty: restock.qty,
-                ret,
-            };
-            let stock_points = self.context.stock_points.clone();
-            let sp = restock.stock_point;
-            if let Err(refusal) = ask(|answer| {
-                stock_points.send(sp, |ticket| StockPointMsg::Command {
-                    command,
-                    answer,
-                    ticket,
-                })
-            })
-            .await?
+        let mut last = record.clone();
+        returns::apply(&mut last, &received, self.context.clock.now());
+        let mut finish = vec![received];
+        if let Ok(refund) = returns::issue_refund(&last) {
+            finish.push(refund);
+        }
+        let mut per_stock_point: Vec<(StockPointId, Vec<(SkuId, Qty)>)> = Vec::new();
+        for r in restocks {
+            match per_stock_point.last_mut() {
+                Some((sp, lines)) if *sp == r.stock_point => lines.push((r.sku, r.qty)),
+                _ => per_stock_point.push((r.stock_point, vec![(r.sku, r.qty)])),
+            }
+        }
+        if per_stock_point.is_empty() {
+            if let Err(refusal) = self
+                .log_return(ret, None, std::mem::take(&mut finish))
+                .await?
             {
                 return Ok(Err(refusal));
             }
         }
+        let steps = per_stock_point.len();
+        for (i, (sp, lines)) in per_stock_point.into_iter().enumerate() {
+            let mut events = vec![ReturnEvent::Restocked { stock_point: sp }];
+            if i + 1 == steps {
+                events.append(&mut finish);
+            }
+            let command = StockCommand::Restock { ret, lines };
+            if let Err(refusal) = self.log_return(ret, Some((sp, command)), events).await? {
+                return Ok(Err(refusal));
+            }
+        }
+        match self.returns.get(&ret) {
+            Some(record) => Ok(Ok(record.clone())),
+            None => Ok(Err(Refusal::NotFound(ret.to_string()))),
+        }
+    }
+
+    /// Logs a return's `events`, with stock point `sp`'s change in the same record if given,
+    /// and applies them once durable. An unknown outcome (a timeout) leaves a [`Landing`] that
+    /// [`Self::settle`] reads before the return's next change.
+    async fn log_return(
+        &mut self,
+        ret: ReturnId,
+        change: Option<(StockPointId, StockCommand)>,
+        events: Vec<ReturnEvent>,
+    ) -> Answer<()> {
         let now = self.context.clock.now();
-        let mut events = vec![Event::Return {
-            ret,
-            at: now,
-            event: Box::new(event.clone()),
-        }];
-        let record = self.returns.get_mut(&ret).expect("checked above");
-        returns::apply(record, &event, now);
-        if let Ok(refund) = returns::issue_refund(record) {
-            returns::apply(record, &refund, now);
-            events.push(Event::Return {
+        let logged = events
+            .iter()
+            .map(|e| Event::Return {
                 ret,
                 at: now,
-                event: Box::new(refund),
-            });
+                event: Box::new(e.clone()),
+            })
+            .collect();
+        let landing = Arc::new(Landing::new(events, now));
+        let landed = LandingGuard(landing.clone());
+        let on_durable: OnDurable = Box::new(move || landed.land());
+        let result = match change {
+            None => log_durably_then(&self.context.log, logged, on_durable)
+                .await
+                .map(Ok),
+            Some((sp, command)) => {
+                let stock_points = self.context.stock_points.clone();
+                ask(|answer| {
+                    stock_points.send(sp, |ticket| StockPointMsg::Explained {
+                        command,
+                        also: logged,
+                        on_durable,
+                        answer,
+                        ticket,
+                    })
+                })
+                .await
+            }
+        };
+        match &result {
+            Ok(Ok(())) => self.apply_landed(ret, &landing),
+            Ok(Err(_)) => {}
+            Err(_) => {
+                self.unsettled.insert(ret, landing);
+            }
         }
-        log_durably(&self.context.log, events).await?;
-        Ok(Ok(record.clone()))
+        result
+    }
+
+    /// Takes in what became of the return's last change whose answer was lost; refuses while
+    /// the log has not yet said.
+    fn settle(&mut self, ret: ReturnId) -> Result<(), CommandError> {
+        let Some(landing) = self.unsettled.get(&ret).cloned() else {
+            return Ok(());
+        };
+        match *lock(&landing.landed) {
+            None => {
+                return Err(CommandError::Unavailable(
+                    "the return's last change is not yet confirmed by the log; retry".into(),
+                ))
+            }
+            Some(true) => self.apply_landed(ret, &landing),
+            Some(false) => {}
+        }
+        self.unsettled.remove(&ret);
+        Ok(())
+    }
+
+    fn apply_landed(&mut self, ret: ReturnId, landing: &Landing) {
+        if let Some(record) = self.returns.get_mut(&ret) {
+            for event in &landing.events {
+                returns::apply(record, event, landing.at);
+            }
+        }
+    }
+}
+
+/// A return's change sent to the log: whether it landed (`Some(true)`), was never logged
+/// (`Some(false)`), or is still on its way (`None`).
+struct Landing {
+    events: Vec<ReturnEvent>,
+    at: Timestamp,
+    landed: Mutex<Option<bool>>,
+}
+
+impl Landing {
+    fn new(events: Vec<ReturnEvent>, at: Timestamp) -> Landing {
+        Landing {
+            events,
+            at,
+            landed: Mutex::new(None),
+        }
+    }
+}
+
+/// Says "landed" when the record is durable, "never logged" when dropped before that.
+struct LandingGuard(Arc<Landing>);
+
+impl LandingGuard {
+    fn land(self) {
+        *lock(&self.0.landed) = Some(true);
+    }
+}
+
+impl Drop for LandingGuard {
+    fn drop(&mut self) {
+        lock(&self.0.landed).get_or_insert(false);
     }
 }
 
@@ -937,6 +1053,60 @@ impl OrderState {
         .await
     }
 
+    /// Has stock point `sp` log `command`'s change together with `events` (already decided
+    /// against this order) as one record, then applies them as [`Self::record`] does: a crash
+    /// can keep both or neither, so a report repeated after it finds the stock and the order
+    /// agreeing. A refusal logs nothing.
+    async fn stock_explained(
+        &mut self,
+        sp: StockPointId,
+        command: StockCommand,
+        events: Vec<OrderEvent>,
+    ) -> Answer<()> {
+        let now = self.context.clock.now();
+        let id = self.order.id;
+        let also = events
+            .iter()
+            .map(|e| Event::Order {
+                order: id,
+                at: now,
+                event: Box::new(e.clone()),
+            })
+            .collect();
+        let applied = events.clone();
+        let in_flight = InFlight::new(self.durable.clone());
+        let on_durable: OnDurable = Box::new(move || {
+            let mut order = lock(&in_flight.0.order);
+            for event in &applied {
+                order::apply(&mut order, event, now);
+            }
+            drop(order);
+            drop(in_flight);
+        });
+        let stock_points = self.context.stock_points.clone();
+        let answer = ask(|answer| {
+            stock_points.send(sp, |ticket| StockPointMsg::Explained {
+                command,
+                also,
+                on_durable,
+                answer,
+                ticket,
+            })
+        })
+        .await;
+        match answer {
+            Ok(Ok(())) => {
+                for event in &events {
+                    order::apply(&mut self.order, event, now);
+                }
+            }
+            Ok(Err(_)) => {}
+            // Outcome unknown: the durable copy learns it when the log does.
+            Err(_) => self.stale = true,
+        }
+        answer
+    }
+
     async fn release_all(&mut self) -> Result<(), CommandError> {
         let ready: Vec<FulfilmentId> = self
             .order
@@ -994,22 +1164,25 @@ impl OrderState {
                     Ok(e) => e,
                     Err(e) => return Ok(Err(refusal(e))),
                 };
-                let Some(f) = self.order.fulfilment(fulfilment).cloned() else {
+                let Some(f) = self.order.fulfilment(fulfilment) else {
                     return Ok(Err(Refusal::NotFound(fulfilment.to_string())));
                 };
-                // Units leave the building first; the order records the shipment after.
-                for line in f.lines.iter().filter(|l| !l.picked.is_zero()) {
-                    let command = StockCommand::Ship {
-                        order: self.order.id,
-                        sku: line.sku,
-                        qty: line.picked,
-                    };
-                    if let Err(refused) = self.stock(f.stock_point, command).await? {
-                        return Ok(Err(refused));
-                    }
+                let lines: Vec<(SkuId, Qty)> = f
+                    .lines
+                    .iter()
+                    .filter(|l| !l.picked.is_zero())
+                    .map(|l| (l.sku, l.picked))
+                    .collect();
+                let sp = f.stock_point;
+                if lines.is_empty() {
+                    self.record(vec![event]).await?;
+                    return Ok(Ok(()));
                 }
-                self.record(vec![event]).await?;
-                Ok(Ok(()))
+                let command = StockCommand::Ship {
+                    order: self.order.id,
+                    lines,
+                };
+                self.stock_explained(sp, command, vec![event]).await
             }
         }
     }
@@ -1063,11 +1236,10 @@ impl OrderState {
                     sku,
                     missing: request.missing,
                 };
-                if let Err(refused) = self.stock(sp, command).await? {
+                events.push(event);
+                if let Err(refused) = self.stock_explained(sp, command, events).await? {
                     return Ok(Err(refused));
                 }
-                events.push(event);
-                self.record(events).await?;
                 self.resource(request).await?;
                 Ok(Ok(()))
             }

@@ -96,10 +96,10 @@ pub enum StockCommand {
     ReleaseAllocation {
         order: OrderId,
     },
+    /// A fulfilment's units leaving the building, all its lines at once.
     Ship {
         order: OrderId,
-        sku: SkuId,
-        qty: Qty,
+        lines: Vec<(SkuId, Qty)>,
     },
     ShortPick {
         order: OrderId,
@@ -128,12 +128,15 @@ pub enum StockCommand {
         qty: Qty,
         incoming: Option<IncomingId>,
     },
+    /// A return's units back on the shelf here, all its lines at once.
     Restock {
-        sku: SkuId,
-        qty: Qty,
         ret: ReturnId,
+        lines: Vec<(SkuId, Qty)>,
     },
 }
+
+/// Runs once a record is durable, on the log's acks thread: keep it cheap.
+pub type OnDurable = Box<dyn FnOnce() + Send + 'static>;
 
 /// One hold of a [`StockPointMsg::HoldBatch`], with its own record events and answer.
 pub struct BatchedHold {
@@ -169,6 +172,17 @@ pub enum StockPointMsg {
     },
     Command {
         command: StockCommand,
+        answer: Reply<Answer<()>>,
+        ticket: Ticket,
+    },
+    /// A change logged in one record with the events that explain it (an order's "shipped"
+    /// with the units leaving, a return's arrival with its restock): no crash keeps one and
+    /// loses the other, so a repeated report finds both done or neither. `on_durable` runs once
+    /// the record is durable, before `answer`; it is dropped unrun if nothing was logged.
+    Explained {
+        command: StockCommand,
+        also: Vec<Event>,
+        on_durable: OnDurable,
         answer: Reply<Answer<()>>,
         ticket: Ticket,
     },
@@ -239,7 +253,7 @@ impl Actor for StockPointActor {
                 drop(ticket);
                 match state.inventory.decide_hold(&request) {
                     HoldOutcome::Placed(event) => {
-                        state.commit(event, also, move |r| {
+                        state.commit(vec![event], also, move |r| {
                             answer(match r {
                                 Ok(()) => HoldAnswer::Placed,
                                 Err(e) => HoldAnswer::Failed(e),
@@ -266,7 +280,7 @@ impl Actor for StockPointActor {
             } => {
                 drop(ticket);
                 match state.inventory.decide_allocate_hold(reservation, order) {
-                    Ok(event) => state.commit(event, also, move |r| answer(r.map(Ok))),
+                    Ok(event) => state.commit(vec![event], also, move |r| answer(r.map(Ok))),
                     Err(refusal) => answer(Ok(Err(refusal_of(refusal)))),
                 }
             }
@@ -277,7 +291,25 @@ impl Actor for StockPointActor {
             } => {
                 drop(ticket);
                 match state.decide(command) {
-                    Ok(event) => state.commit(event, Vec::new(), move |r| answer(r.map(Ok))),
+                    Ok(events) => state.commit(events, Vec::new(), move |r| answer(r.map(Ok))),
+                    Err(refusal) => answer(Ok(Err(refusal_of(refusal)))),
+                }
+            }
+            StockPointMsg::Explained {
+                command,
+                also,
+                on_durable,
+                answer,
+                ticket,
+            } => {
+                drop(ticket);
+                match state.decide(command) {
+                    Ok(events) => state.commit(events, also, move |r| {
+                        if r.is_ok() {
+                            on_durable();
+                        }
+                        answer(r.map(Ok))
+                    }),
                     Err(refusal) => answer(Ok(Err(refusal_of(refusal)))),
                 }
             }
@@ -289,7 +321,7 @@ impl Actor for StockPointActor {
                     info!(stock_point = ?state.inventory.id, n_holds = due.len(), "holds expired");
                 }
                 for event in due {
-                    state.commit(event, Vec::new(), |r| {
+                    state.commit(vec![event], Vec::new(), |r| {
                         if let Err(error) = r {
                             tracing::error!(%error, "expiry not durable");
                         }
@@ -317,9 +349,9 @@ fn refusal_of(refusal: StockRefusal) -> Refusal {
 }
 
 impl StockPointState {
-    fn decide(&self, command: StockCommand) -> Result<StockEvent, StockRefusal> {
+    fn decide(&self, command: StockCommand) -> Result<Vec<StockEvent>, StockRefusal> {
         let inv = &self.inventory;
-        match command {
+        let one = match command {
             StockCommand::Release {
                 reservation,
                 reason,
@@ -334,7 +366,7 @@ impl StockPointState {
                 }),
             },
             StockCommand::ReleaseAllocation { order } => inv.decide_release_allocation(order),
-            StockCommand::Ship { order, sku, qty } => inv.decide_ship(order, sku, qty),
+            StockCommand::Ship { order, lines } => return inv.decide_shipment(order, &lines),
             StockCommand::ShortPick {
                 order,
                 sku,
@@ -351,26 +383,38 @@ impl StockPointState {
                 Ok(StockEvent::IncomingExpected { sku, incoming })
             }
             StockCommand::Receive { sku, qty, incoming } => inv.decide_receipt(sku, qty, incoming),
-            StockCommand::Restock { sku, qty, ret } => Ok(StockEvent::Restocked { sku, qty, ret }),
-        }
+            StockCommand::Restock { ret, lines } => {
+                return Ok(lines
+                    .into_iter()
+                    .map(|(sku, qty)| StockEvent::Restocked { sku, qty, ret })
+                    .collect())
+            }
+        };
+        one.map(|event| vec![event])
     }
 
-    /// Logs `event` (with `also` in the same record), applies it, publishes, and arranges for
+    /// Logs `changes` (with `also`) as one record, applies them, publishes, and arranges for
     /// `done` to run once the record is durable. If the log refuses, nothing is applied and
     /// `done` runs at once with the error.
     fn commit(
         &mut self,
-        event: StockEvent,
+        changes: Vec<StockEvent>,
         also: Vec<Event>,
         done: impl FnOnce(Result<(), CommandError>) + Send + 'static,
     ) {
-        let touched = self.touched(&event);
-        let mut events = Vec::with_capacity(1 + also.len());
-        events.push(Event::Stock {
-            stock_point: self.inventory.id,
-            at: self.clock.now(),
-            event: event.clone(),
-        });
+        let at = self.clock.now();
+        let mut touched = Vec::new();
+        let mut events = Vec::with_capacity(changes.len() + also.len());
+        for event in &changes {
+            touched.extend(self.touched(event));
+            events.push(Event::Stock {
+                stock_point: self.inventory.id,
+                at,
+                event: event.clone(),
+            });
+        }
+        touched.sort();
+        touched.dedup();
         events.extend(also);
         let (done_tx, done_rx) = crate::once::split(done);
         let appended = self.log.try_append(events, move |r| {
@@ -380,7 +424,9 @@ impl StockPointState {
             done_rx(Err(CommandError::from(error)));
             return;
         }
-        self.inventory.apply(&event);
+        for event in &changes {
+            self.inventory.apply(event);
+        }
         for sku in touched {
             if let Some(position) = self.inventory.position(sku) {
                 self.board.publish(self.inventory.id, sku, position);

@@ -488,6 +488,27 @@ impl StockPointInventory {
         Ok(StockEvent::Shipped { order, sku, qty })
     }
 
+    /// A whole fulfilment leaving the building: one [`StockEvent::Shipped`] per SKU, decided
+    /// together (lines of the same SKU are added up before they are checked against the
+    /// allocation), so that a shipment is logged whole or not at all.
+    pub fn decide_shipment(
+        &self,
+        order: OrderId,
+        lines: &[(SkuId, Qty)],
+    ) -> Result<Vec<StockEvent>, StockRefusal> {
+        let mut per_sku: Vec<(SkuId, Qty)> = Vec::with_capacity(lines.len());
+        for &(sku, qty) in lines {
+            match per_sku.iter_mut().find(|(s, _)| *s == sku) {
+                Some((_, total)) => *total += qty,
+                None => per_sku.push((sku, qty)),
+            }
+        }
+        per_sku
+            .into_iter()
+            .map(|(sku, qty)| self.decide_ship(order, sku, qty))
+            .collect()
+    }
+
     pub fn decide_short_pick(
         &self,
         order: OrderId,
@@ -962,6 +983,30 @@ mod tests {
         assert_eq!((p.on_hand, p.allocated), (Qty(6), Qty(0)));
         assert!(inventory.allocation(OrderId(9)).is_none());
         assert!(inventory.decide_ship(OrderId(9), A, Qty(1)).is_err());
+    }
+
+    #[test]
+    fn a_shipment_adds_up_its_lines_of_one_sku_before_it_checks_the_allocation() {
+        let mut inventory = stocked(10);
+        inventory.hold(&request(1, 4, 100));
+        let event = inventory
+            .decide_allocate_hold(ReservationId(1), OrderId(9))
+            .unwrap();
+        inventory.apply(&event);
+        assert!(inventory
+            .decide_shipment(OrderId(9), &[(A, Qty(3)), (A, Qty(2))])
+            .is_err());
+        let events = inventory
+            .decide_shipment(OrderId(9), &[(A, Qty(3)), (A, Qty(1))])
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![StockEvent::Shipped {
+                order: OrderId(9),
+                sku: A,
+                qty: Qty(4)
+            }]
+        );
     }
 
     #[test]

@@ -388,6 +388,11 @@ pub struct ReturnRecord {
     pub opened_at: Timestamp,
     /// When the disposition stock points received the units; `None` until then.
     pub received_at: Option<Timestamp>,
+    /// Stock points whose restock of this return is done (each logged with its restock), when
+    /// a return restocks at more than one: a receipt retried after a crash restocks only the
+    /// others.
+    #[serde(default)]
+    pub restocked_at: Vec<StockPointId>,
 }
 
 impl ReturnRecord {
@@ -417,6 +422,7 @@ impl ReturnRecord {
             },
             opened_at: at,
             received_at: None,
+            restocked_at: Vec::new(),
         })
     }
 }
@@ -430,6 +436,11 @@ pub enum ReturnEvent {
         order: OrderId,
         lines: Vec<ReturnLine>,
         dispositions: Vec<Disposition>,
+    },
+    /// The units to restock at `stock_point` are back on its shelves; logged in one record
+    /// with that stock point's restock.
+    Restocked {
+        stock_point: StockPointId,
     },
     /// The units arrived at their disposition stock points.
     Received,
@@ -461,8 +472,9 @@ pub struct Restock {
     pub qty: Qty,
 }
 
-/// Records that the units arrived, and says which to restock: only `Restock` dispositions, one
-/// entry per (stock point, SKU), sorted by both. Receiving twice is refused.
+/// Records that the units arrived, and says which to restock: only `Restock` dispositions at
+/// stock points not yet [`ReturnEvent::Restocked`], one entry per (stock point, SKU), sorted by
+/// both. Receiving twice is refused.
 pub fn receive(record: &ReturnRecord) -> Result<(ReturnEvent, Vec<Restock>), ReturnError> {
     if record.received() {
         return Err(ReturnError::AlreadyReceived(record.id));
@@ -471,7 +483,7 @@ pub fn receive(record: &ReturnRecord) -> Result<(ReturnEvent, Vec<Restock>), Ret
     for d in record
         .dispositions
         .iter()
-        .filter(|d| d.action == Action::Restock)
+        .filter(|d| d.action == Action::Restock && !record.restocked_at.contains(&d.stock_point))
     {
         match restocks
             .iter_mut()
@@ -505,6 +517,19 @@ pub fn issue_refund(record: &ReturnRecord) -> Result<ReturnEvent, ReturnError> {
 pub fn apply(record: &mut ReturnRecord, event: &ReturnEvent, at: Timestamp) {
     match event {
         ReturnEvent::Opened { .. } => panic!("return {} is already open", record.id),
+        ReturnEvent::Restocked { stock_point } => {
+            assert!(
+                !record.received(),
+                "return {} restocked after receipt",
+                record.id
+            );
+            assert!(
+                !record.restocked_at.contains(stock_point),
+                "return {} restocked twice at {stock_point:?}",
+                record.id
+            );
+            record.restocked_at.push(*stock_point);
+        }
         ReturnEvent::Received => {
             assert!(!record.received(), "return {} received twice", record.id);
             record.received_at = Some(at);
@@ -1090,6 +1115,35 @@ mod tests {
         assert_eq!(
             receive(&record).map(|_| ()),
             Err(ReturnError::AlreadyReceived(ReturnId(1)))
+        );
+    }
+
+    #[test]
+    fn a_receipt_after_one_stock_point_restocked_asks_only_for_the_others() {
+        let mut record = opened();
+        let restock = record
+            .dispositions
+            .iter()
+            .find(|d| d.action == Action::Restock)
+            .cloned()
+            .unwrap();
+        record.dispositions.push(Disposition {
+            stock_point: WH_PARIS,
+            ..restock
+        });
+        let (_, restocks) = receive(&record).unwrap();
+        assert_eq!(restocks.len(), 2);
+        apply(
+            &mut record,
+            &ReturnEvent::Restocked {
+                stock_point: STORE_PARIS,
+            },
+            Timestamp(20),
+        );
+        let (_, restocks) = receive(&record).unwrap();
+        assert_eq!(
+            restocks.iter().map(|r| r.stock_point).collect::<Vec<_>>(),
+            vec![WH_PARIS]
         );
     }
 

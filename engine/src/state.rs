@@ -181,7 +181,9 @@ impl State {
     /// - a hold whose reservation was never recorded (or is no longer held) is rolled back;
     /// - a held reservation missing a hold at one of its stock points is settled as released
     ///   (or expired, when its time has passed), and its other holds rolled back;
-    /// - an allocation for an order that was never recorded is given back.
+    /// - an allocation for an order that was never recorded, or that has no unshipped
+    ///   fulfilment at that stock point (cancelled, or re-sourced there but never taken), is
+    ///   given back.
     ///
     /// None of these was acknowledged: every acknowledgement waits for the last record of its
     /// operation, and the log is replayed in order.
@@ -223,7 +225,15 @@ impl State {
                 }
             }
             for (order, lines) in inventory.allocations() {
-                if !self.orders.contains_key(&order) {
+                // Units stay allocated only to an order that still has unshipped work here: a
+                // crash between an order's cancellation and the release, or between a re-sourced
+                // allocation and the order taking it, leaves them to give back.
+                let owed_here = self.orders.get(&order).is_some_and(|o| {
+                    o.fulfilments
+                        .iter()
+                        .any(|f| f.stock_point == inventory.id && f.status.is_cancellable())
+                });
+                if !owed_here {
                     events.push(Event::Stock {
                         stock_point: inventory.id,
                         at: now,
@@ -247,7 +257,49 @@ impl State {
         for order in self.orders.values() {
             order.check_invariants()?;
         }
-        Ok(())
+        self.audit_allocations()
+    }
+
+    /// The stock points and the orders agree: the units allocated to an order at a stock point
+    /// are exactly those its unshipped fulfilments there still owe (ordered less reported
+    /// short), per SKU.
+    fn audit_allocations(&self) -> Result<(), String> {
+        type Key = (StockPointId, OrderId, SkuId);
+        let mut owed: FxHashMap<Key, u64> = FxHashMap::default();
+        for order in self.orders.values() {
+            for f in order
+                .fulfilments
+                .iter()
+                .filter(|f| f.status.is_cancellable())
+            {
+                for line in &f.lines {
+                    *owed.entry((f.stock_point, order.id, line.sku)).or_default() +=
+                        line.qty.saturating_sub(line.short).0;
+                }
+            }
+        }
+        let mut allocated: FxHashMap<Key, u64> = FxHashMap::default();
+        for inventory in &self.inventories {
+            for (order, lines) in inventory.allocations() {
+                for line in lines {
+                    *allocated
+                        .entry((inventory.id, order, line.sku))
+                        .or_default() += line.qty.0;
+                }
+            }
+        }
+        owed.retain(|_, n| *n > 0);
+        allocated.retain(|_, n| *n > 0);
+        let mut keys: Vec<Key> = owed.keys().chain(allocated.keys()).copied().collect();
+        keys.sort();
+        match keys.into_iter().find(|k| owed.get(k) != allocated.get(k)) {
+            None => Ok(()),
+            Some(key @ (sp, order, sku)) => Err(format!(
+                "{order} at {sp:?}, {sku:?}: fulfilments owe {} units, the stock point has {} allocated",
+                owed.get(&key).copied().unwrap_or(0),
+                allocated.get(&key).copied().unwrap_or(0)
+            )),
+        }
     }
 }
 
