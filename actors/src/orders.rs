@@ -47,9 +47,9 @@ use crate::Log;
 
 /// How long an order actor waits without a message before it passivates, by default.
 pub const ORDER_IDLE_DEFAULT: Duration = Duration::from_secs(30);
-/// How long a failed release, or a notice a warehouse could not take, waits before it is tried
-/// again.
-const RELEASE_RETRY: Duration = Duration::from_secs(1);
+/// How long a failed release or re-sourcing, or a notice a warehouse could not take, waits
+/// before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A notice for a warehouse that could not be delivered (it was down or restarting): sent again
 /// with the next retry. At most one per fulfilment and stock point of the order.
@@ -96,8 +96,12 @@ pub enum OrderMsg {
     /// The order, answered to the desk's caller directly (the desk does not wait for it).
     Get(RpcReplyPort<Option<Order>>),
     IdleCheck,
-    /// A failed release, tried again (sent by the actor to itself, not routed by the desk).
-    RetryRelease,
+    /// A failed release, re-sourcing or notice, tried again (sent by the actor to itself, not
+    /// routed by the desk).
+    Retry,
+    /// Re-source what short picks left outstanding: sent by the desk when it starts, for the
+    /// orders whose re-sourcing a crash cut short.
+    Resume,
     /// Test hook: the actor panics, to exercise supervision.
     Crash,
 }
@@ -143,7 +147,7 @@ impl OrderMsg {
     fn is_routed(&self) -> bool {
         !matches!(
             self,
-            OrderMsg::IdleCheck | OrderMsg::RetryRelease | OrderMsg::Crash
+            OrderMsg::IdleCheck | OrderMsg::Retry | OrderMsg::Crash
         )
     }
 }
@@ -304,6 +308,21 @@ impl Actor for OrderDesk {
             network: args.network,
             policy: args.policy,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<DeskMsg>,
+        state: &mut DeskState,
+    ) -> Result<(), ActorProcessingErr> {
+        let owed = state
+            .resting
+            .values()
+            .filter(|o| o.shortages.iter().any(|s| !s.outstanding().is_zero()) && !o.cancelled);
+        for order in owed {
+            let _ = myself.send_message(DeskMsg::ToOrder(order.id, OrderMsg::Resume));
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -891,9 +910,13 @@ impl Actor for OrderActor {
                 return Ok(());
             }
             OrderMsg::Crash => panic!("crash requested by a test hook"),
-            OrderMsg::RetryRelease => {
+            OrderMsg::Retry => {
                 state.retry_pending = false;
                 state.release_or_retry(&myself).await;
+                state.resume_or_retry(&myself).await;
+            }
+            OrderMsg::Resume => {
+                state.resume_or_retry(&myself).await;
             }
             OrderMsg::Release => {
                 state.release_or_retry(&myself).await;
@@ -916,11 +939,19 @@ impl Actor for OrderActor {
                 let _ = reply.send(Some(state.order.clone()));
             }
         }
+        let owed = state
+            .order
+            .shortages
+            .iter()
+            .any(|s| !s.outstanding().is_zero());
+        if owed && !state.retry_pending {
+            state.retry(&myself);
+        }
         if !state.undelivered.is_empty() {
             state.deliver();
             if !state.undelivered.is_empty() && !state.retry_pending {
                 warn!(order = %state.order.id, "a warehouse could not take a notice; retrying");
-                state.retry_release(&myself);
+                state.retry(&myself);
             }
         }
         // Counted once handled, its appends durable: what passivation and a warehouse's
@@ -968,21 +999,32 @@ impl OrderState {
             Some(OrderMsg::Get(reply)) => {
                 let _ = reply.send(Some(self.durable.snapshot()));
             }
-            Some(OrderMsg::Release | OrderMsg::RetryRelease) => self.retry_release(myself),
+            Some(OrderMsg::Release | OrderMsg::Retry | OrderMsg::Resume) => self.retry(myself),
             _ => {}
         }
     }
 
-    fn retry_release(&mut self, myself: &ActorRef<OrderMsg>) {
+    fn retry(&mut self, myself: &ActorRef<OrderMsg>) {
         self.retry_pending = true;
-        myself.send_after(RELEASE_RETRY, || OrderMsg::RetryRelease);
+        myself.send_after(RETRY_AFTER, || OrderMsg::Retry);
     }
 
     async fn release_or_retry(&mut self, myself: &ActorRef<OrderMsg>) {
         // Notices it leaves undelivered are sent (and retried) at the end of the message.
         if let Err(error) = self.release_all().await {
             warn!(order = %self.order.id, %error, "release failed; retrying");
-            self.retry_release(myself);
+            self.retry(myself);
+        }
+    }
+
+    /// Re-sources every outstanding shortage (one a crash or a failed call cut short).
+    async fn resume_or_retry(&mut self, myself: &ActorRef<OrderMsg>) {
+        for request in order::outstanding_resources(&self.order) {
+            if let Err(error) = self.resource(request).await {
+                warn!(order = %self.order.id, %error, "re-sourcing failed; retrying");
+                self.retry(myself);
+                return;
+            }
         }
     }
 

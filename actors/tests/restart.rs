@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use conductor_actors::error::CommandError;
 use conductor_actors::orders::OrderCounts;
-use conductor_engine::ids::Qty;
+use conductor_engine::ids::{Qty, ReservationId};
 use conductor_engine::order::OrderStatus;
 use conductor_engine::reservation::ReservationStatus;
 
@@ -241,6 +241,48 @@ async fn a_panicking_warehouse_restarts_with_the_tasks_of_its_open_fulfilments()
         c.order(order.id).await.unwrap().unwrap().status(),
         OrderStatus::Picking
     );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_sourcing_cut_short_by_a_failed_orchestrator_resumes_at_the_next_start() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, wh2, _] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 3).await;
+    stock(&c, wh2, a, 3).await;
+    let order = c.place_order(request(&[("A", 3)])).await.unwrap().unwrap();
+    eventually("the pick task appears", || async {
+        !c.tasks(wh1, true).await.unwrap().is_empty()
+    })
+    .await;
+    let up = || async { c.reservation(ReservationId(999)).await.is_ok() };
+    for n in 1..=6u64 {
+        c.crash_orchestrator().unwrap();
+        eventually("the failure is counted", || async { c.restarts() == n }).await;
+        if n < 6 {
+            eventually("it is back", up).await;
+        }
+    }
+    assert!(!up().await, "the orchestrator stays down");
+    let pick = c.tasks(wh1, true).await.unwrap().remove(0);
+    let reported = c.complete_task(wh1, pick.id, Some(Qty(1))).await;
+    assert!(reported.is_err(), "{reported:?}");
+    let short = c.order(order.id).await.unwrap().unwrap();
+    assert_eq!(short.shortages[0].outstanding(), Qty(2));
+    assert!(short.fulfilments.iter().all(|f| f.stock_point == wh1));
+
+    let system = restart(system).await;
+    let c = system.conductor.clone();
+    eventually("the shortage is re-sourced to WH2", || async {
+        let order = c.order(order.id).await.unwrap().unwrap();
+        order.shortages[0].outstanding().is_zero()
+            && order.fulfilments.iter().any(|f| f.stock_point == wh2)
+    })
+    .await;
+    let p2 = c.inventory(wh2).await.unwrap().position(a).unwrap().clone();
+    assert_eq!(p2.allocated, Qty(2));
     c.shutdown().await;
 }
 

@@ -1043,16 +1043,7 @@ pub fn pick(
         }));
     }
     let missing = remaining - qty;
-    // Every stock point that has come up short for this SKU on this order, this one included.
-    let mut exclude: Vec<StockPointId> = order
-        .fulfilments
-        .iter()
-        .filter(|g| g.line(sku).is_some_and(|l| !l.short.is_zero()))
-        .map(|g| g.stock_point)
-        .chain([fulfilment.stock_point])
-        .collect();
-    exclude.sort();
-    exclude.dedup();
+    let exclude = came_up_short(order, sku, fulfilment.stock_point);
     Ok(PickOutcome::Short {
         event: OrderEvent::ShortPicked {
             fulfilment: f,
@@ -1068,6 +1059,40 @@ pub fn pick(
             exclude,
         },
     })
+}
+
+/// Every stock point that has come up short for `sku` on this order, and `also`; sorted.
+fn came_up_short(order: &Order, sku: SkuId, also: StockPointId) -> Vec<StockPointId> {
+    let mut short: Vec<StockPointId> = order
+        .fulfilments
+        .iter()
+        .filter(|g| g.line(sku).is_some_and(|l| !l.short.is_zero()))
+        .map(|g| g.stock_point)
+        .chain([also])
+        .collect();
+    short.sort();
+    short.dedup();
+    short
+}
+
+/// The re-sourcing this order is still owed: one request per outstanding shortage, as its short
+/// pick asked (for one that a crash or a failed call to the orchestrator cut short).
+pub fn outstanding_resources(order: &Order) -> Vec<ResourceRequest> {
+    order
+        .shortages
+        .iter()
+        .filter(|s| !s.outstanding().is_zero())
+        .filter_map(|s| {
+            let at = order.fulfilment(s.from)?.stock_point;
+            Some(ResourceRequest {
+                order: order.id,
+                from: s.from,
+                sku: s.sku,
+                missing: s.outstanding(),
+                exclude: came_up_short(order, s.sku, at),
+            })
+        })
+        .collect()
 }
 
 /// Packs a fulfilment whose picking is done.
@@ -1685,6 +1710,13 @@ mod tests {
         assert_eq!((f1.lines[0].picked, f1.lines[0].short), (Qty(1), Qty(2)));
         assert_eq!(order.shortages[0].outstanding(), Qty(2));
         assert_eq!(order.status(), OrderStatus::Picking);
+        assert_eq!(
+            outstanding_resources(&order),
+            vec![request],
+            "a re-sourcing cut short asks again for the same"
+        );
+        step!(order, write_off_shortage(&order, F1, A));
+        assert!(outstanding_resources(&order).is_empty());
     }
 
     #[test]
