@@ -60,7 +60,7 @@ pub const CHECKPOINT_EVERY_DEFAULT: Duration = Duration::from_secs(300);
 /// Durable orders that may wait for a restarting order desk.
 const UNSTARTED_MAX: usize = crate::mailbox::MAILBOX_DEPTH_MAX;
 /// The key the whole state is saved under in the log's snapshots.
-pub const STATE_SNAPSHOT: &str = "state";
+const STATE_SNAPSHOT: &str = "state";
 
 #[derive(Clone)]
 pub struct Config {
@@ -105,9 +105,10 @@ pub enum StartError {
 
 /// Recovery's target: the whole state, from a snapshot and the records after it.
 #[derive(Default)]
-struct Rebuild {
-    state: State,
-    covered: Seq,
+pub struct Rebuild {
+    pub state: State,
+    /// The seq the restored snapshot covers: records up to it are in the state already.
+    pub covered: Seq,
 }
 
 impl Recover<Event> for Rebuild {

@@ -1061,15 +1061,7 @@ impl OrderState {
     /// they are durable, then applies them.
     async fn record(&mut self, events: Vec<OrderEvent>) -> Result<(), CommandError> {
         let now = self.context.clock.now();
-        let id = self.order.id;
-        let logged = events
-            .iter()
-            .map(|e| Event::Order {
-                order: id,
-                at: now,
-                event: Box::new(e.clone()),
-            })
-            .collect();
+        let logged = self.logged(&events, now);
         let applied = events.clone();
         self.log_then(logged, move |order| {
             for event in &applied {
@@ -1081,6 +1073,19 @@ impl OrderState {
             order::apply(&mut self.order, event, now);
         }
         Ok(())
+    }
+
+    /// This order's `events` as the log records them.
+    fn logged(&self, events: &[OrderEvent], at: Timestamp) -> Vec<Event> {
+        let order = self.order.id;
+        events
+            .iter()
+            .map(|e| Event::Order {
+                order,
+                at,
+                event: Box::new(e.clone()),
+            })
+            .collect()
     }
 
     async fn stock(&self, sp: StockPointId, command: StockCommand) -> Answer<()> {
@@ -1106,15 +1111,7 @@ impl OrderState {
         events: Vec<OrderEvent>,
     ) -> Answer<()> {
         let now = self.context.clock.now();
-        let id = self.order.id;
-        let also = events
-            .iter()
-            .map(|e| Event::Order {
-                order: id,
-                at: now,
-                event: Box::new(e.clone()),
-            })
-            .collect();
+        let also = self.logged(&events, now);
         let applied = events.clone();
         let in_flight = InFlight::new(self.durable.clone());
         let on_durable: OnDurable = Box::new(move || {

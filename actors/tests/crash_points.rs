@@ -8,13 +8,13 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use conductor_actors::conductor::STATE_SNAPSHOT;
+use conductor_actors::conductor::Rebuild;
 use conductor_actors::warehouse::TaskKind;
 use conductor_engine::ids::{Qty, ReturnId, StockPointId};
 use conductor_engine::inventory::StockEvent;
 use conductor_engine::order::OrderStatus;
-use conductor_engine::returns::{Action, Condition, ReturnLine};
-use conductor_engine::state::{Event, State};
+use conductor_engine::returns::Action;
+use conductor_engine::state::Event;
 use conductor_engine::time::Timestamp;
 use conductor_persistence::{Recover, Seq, SnapshotView, Wal, WalConfig, WalError};
 
@@ -22,24 +22,18 @@ use conductor_persistence::{Recover, Seq, SnapshotView, Wal, WalConfig, WalError
 /// restocks: each (return, stock point) and how many restock records it has.
 #[derive(Default)]
 struct Prefix {
-    state: State,
-    covered: Seq,
+    rebuild: Rebuild,
     seqs: Vec<Seq>,
     restocks: BTreeMap<(ReturnId, StockPointId), u32>,
 }
 
 impl Recover<Event> for Prefix {
     fn restore(&mut self, snapshot: SnapshotView<'_>) -> Result<(), WalError> {
-        if snapshot.key() == STATE_SNAPSHOT {
-            self.state = snapshot.decode()?;
-            self.state.after_decode();
-            self.covered = snapshot.covered();
-        }
-        Ok(())
+        self.rebuild.restore(snapshot)
     }
 
     fn replay(&mut self, seq: Seq, event: Event) {
-        if seq <= self.covered {
+        if seq <= self.rebuild.covered {
             return;
         }
         if self.seqs.last() != Some(&seq) {
@@ -53,7 +47,7 @@ impl Recover<Event> for Prefix {
         {
             *self.restocks.entry((*ret, *stock_point)).or_default() += 1;
         }
-        self.state.apply(&event);
+        self.rebuild.replay(seq, event);
     }
 }
 
@@ -106,17 +100,7 @@ async fn every_flow(c: &conductor_actors::Conductor) {
     c.cancel_order(cancelled.id).await.unwrap().unwrap();
 
     // Part of the shipment comes back to a store, which restocks it.
-    let lines = vec![ReturnLine {
-        sku: a,
-        sku_code: code("A"),
-        qty: Qty(1),
-        condition: Condition::Resellable,
-    }];
-    let ret = c
-        .open_return(shipped.id, lines, Some(st1))
-        .await
-        .unwrap()
-        .unwrap();
+    let ret = return_one_resellable(c, shipped.id, (a, "A"), st1).await;
     c.receive_return(ret.id).await.unwrap().unwrap();
     assert_eq!(available(c, st1, a).await, 1);
 }
@@ -135,15 +119,15 @@ async fn every_prefix_of_the_log_recovers_with_stock_and_orders_agreeing() {
     for seq in whole.seqs {
         let mut prefix = Prefix::default();
         wal.replay_through(seq, &mut prefix).unwrap();
-        for event in prefix.state.reconcile(Timestamp(0)) {
-            prefix.state.apply(&event);
+        for event in prefix.rebuild.state.reconcile(Timestamp(0)) {
+            prefix.rebuild.state.apply(&event);
         }
-        if let Err(problem) = prefix.state.audit() {
+        if let Err(problem) = prefix.rebuild.state.audit() {
             panic!(
                 "a crash after record {seq} recovers to a state that fails its audit: {problem}"
             );
         }
-        for record in prefix.state.returns.values() {
+        for record in prefix.rebuild.state.returns.values() {
             let restocked: Vec<StockPointId> = prefix
                 .restocks
                 .keys()

@@ -11,7 +11,6 @@ use conductor_actors::warehouse::TaskKind;
 use conductor_engine::ids::Qty;
 use conductor_engine::order::OrderStatus;
 use conductor_engine::reservation::ReservationStatus;
-use conductor_engine::returns::{Condition, ReturnLine};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_sale_sells_exactly_the_stock_to_concurrent_buyers() {
@@ -265,17 +264,7 @@ async fn a_return_to_a_store_is_restocked_there_and_refunded() {
         c.order(order.id).await.unwrap().unwrap().status() == OrderStatus::Shipped
     })
     .await;
-    let lines = vec![ReturnLine {
-        sku: a,
-        sku_code: code("A"),
-        qty: Qty(1),
-        condition: Condition::Resellable,
-    }];
-    let ret = c
-        .open_return(order.id, lines, Some(st1))
-        .await
-        .unwrap()
-        .unwrap();
+    let ret = return_one_resellable(c, order.id, (a, "A"), st1).await;
     assert_eq!(ret.dispositions[0].stock_point, st1);
     assert_eq!(format!("{:?}", ret.refund.status), "Pending");
     let received = c.receive_return(ret.id).await.unwrap().unwrap();

@@ -966,14 +966,20 @@ mod tests {
         assert_eq!(inventory.available(A), Qty(9));
     }
 
-    #[test]
-    fn confirming_moves_units_from_held_to_allocated_and_shipping_takes_them_off_the_shelf() {
+    /// 10 of A on hand, 4 of them held for reservation 1 and then allocated to order 9.
+    fn four_allocated_to_order_9() -> StockPointInventory {
         let mut inventory = stocked(10);
         inventory.hold(&request(1, 4, 100));
         let event = inventory
             .decide_allocate_hold(ReservationId(1), OrderId(9))
             .unwrap();
         inventory.apply(&event);
+        inventory
+    }
+
+    #[test]
+    fn confirming_moves_units_from_held_to_allocated_and_shipping_takes_them_off_the_shelf() {
+        let mut inventory = four_allocated_to_order_9();
         let p = inventory.position(A).unwrap();
         assert_eq!((p.held, p.allocated), (Qty(0), Qty(4)));
         assert!(inventory.decide_expiries(Timestamp(1_000)).is_empty());
@@ -987,12 +993,7 @@ mod tests {
 
     #[test]
     fn a_shipment_adds_up_its_lines_of_one_sku_before_it_checks_the_allocation() {
-        let mut inventory = stocked(10);
-        inventory.hold(&request(1, 4, 100));
-        let event = inventory
-            .decide_allocate_hold(ReservationId(1), OrderId(9))
-            .unwrap();
-        inventory.apply(&event);
+        let inventory = four_allocated_to_order_9();
         assert!(inventory
             .decide_shipment(OrderId(9), &[(A, Qty(3)), (A, Qty(2))])
             .is_err());

@@ -9,10 +9,11 @@ use conductor_actors::orchestrator::StockPointSpec;
 use conductor_actors::warehouse::{Task, WorkerConfig};
 use conductor_actors::{Conductor, Config};
 use conductor_engine::checkout::ReserveRequest;
-use conductor_engine::ids::{Code, Qty, SkuId, StockPointId};
+use conductor_engine::ids::{Code, OrderId, Qty, SkuId, StockPointId};
 use conductor_engine::inventory::{AdjustReason, Adjustment};
 use conductor_engine::network::{Capability, Channel, Location, StockPointKind};
 use conductor_engine::order::Order;
+use conductor_engine::returns::{Condition, ReturnLine, ReturnRecord};
 
 pub struct System {
     pub conductor: Conductor,
@@ -153,6 +154,26 @@ pub async fn released_order(c: &Conductor) -> (Order, StockPointId) {
     })
     .await;
     (order, wh1)
+}
+
+/// Opens a return of one resellable unit of `sku` (code `code_text`) of `order`, dropped off at
+/// `drop_off`.
+pub async fn return_one_resellable(
+    c: &Conductor,
+    order: OrderId,
+    (sku, code_text): (SkuId, &str),
+    drop_off: StockPointId,
+) -> ReturnRecord {
+    let lines = vec![ReturnLine {
+        sku,
+        sku_code: code(code_text),
+        qty: Qty(1),
+        condition: Condition::Resellable,
+    }];
+    c.open_return(order, lines, Some(drop_off))
+        .await
+        .expect("the return is answered")
+        .expect("the return is opened")
 }
 
 /// The tasks' ids, in list order.
