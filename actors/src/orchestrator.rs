@@ -10,7 +10,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conductor_engine::checkout::{self, CheckoutContext, LineShortage, Prepared, ReserveRequest};
+use conductor_engine::checkout::{
+    self, CheckoutContext, LineShortage, PlanMemo, Prepared, ReserveRequest,
+};
 use conductor_engine::hash::FxHashMap;
 use conductor_engine::ids::{
     Code, FulfilmentId, Interner, OrderId, Qty, ReservationId, SkuId, StockPointId,
@@ -545,7 +547,8 @@ impl OrchestratorState {
         }
         let now = self.now();
         let mut answer = Some(answer);
-        let prepared = self.prepare_or_answer(id, &request, now, |a| {
+        let mut memo = PlanMemo::default();
+        let prepared = self.prepare_or_answer(id, &request, now, &mut memo, |a| {
             if let Some(answer) = answer.take() {
                 answer(a)
             }
@@ -596,6 +599,7 @@ impl OrchestratorState {
         id: ReservationId,
         request: &ReserveRequest,
         now: Timestamp,
+        memo: &mut PlanMemo,
         answer: impl FnOnce(Answer<Arc<Reservation>>),
     ) -> Option<(
         Box<Reservation>,
@@ -608,7 +612,7 @@ impl OrchestratorState {
             view: &*self.board,
             book: &self.book,
         };
-        let (reservation, holds) = match checkout::prepare(&ctx, request, id, now) {
+        let (reservation, holds) = match checkout::prepare_with(&ctx, request, id, now, memo) {
             Err(error) => {
                 answer(Ok(Err(invalid("pickup_at", error.to_string()))));
                 return None;
@@ -806,6 +810,9 @@ impl OrchestratorState {
         requests: Vec<(ReserveRequest, Reply<Answer<Arc<Reservation>>>)>,
     ) {
         let now = self.now();
+        // Identical requests of one collection are planned once: a plan is advice that the
+        // stock point re-checks, and the board barely moves while this loop runs.
+        let mut memo = PlanMemo::default();
         let mut per_stock_point: FxHashMap<StockPointId, Vec<(BatchedHold, Fallback)>> =
             FxHashMap::default();
         for (request, answer) in requests {
@@ -820,7 +827,7 @@ impl OrchestratorState {
             let id = ReservationId(self.next.reservation);
             self.next.reservation += 1;
             let mut answer = Some(answer);
-            let prepared = self.prepare_or_answer(id, &request, now, |a| {
+            let prepared = self.prepare_or_answer(id, &request, now, &mut memo, |a| {
                 if let Some(answer) = answer.take() {
                     answer(a)
                 }

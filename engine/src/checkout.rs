@@ -135,6 +135,100 @@ pub fn prepare<V: AvailabilityView + ?Sized>(
     id: ReservationId,
     now: Timestamp,
 ) -> Result<Prepared, PlanError> {
+    prepare_with(ctx, request, id, now, &mut PlanMemo::default())
+}
+
+/// The last plan made, for the next request with the same planning inputs: a collection of
+/// identical checkouts (a flash sale's) is planned once. Meant to live for one pass over a
+/// collection, planned against one view: a plan is advice that the stock points re-check, and
+/// the view does not move while one actor plans a collection, so planning again would give the
+/// same answer.
+#[derive(Default)]
+pub struct PlanMemo {
+    /// The last request's inputs, and its plan once a second request asked for the same (so
+    /// that a stream of different requests does not pay for a copy of every plan).
+    last: Option<(PlanInputs, Option<PlanOutcome>)>,
+    /// Requests answered from the memo.
+    pub hits: u64,
+}
+
+/// What the planner reads of a request (the rest, customer, time to live and idempotency key,
+/// does not change the plan).
+struct PlanInputs {
+    channel: Channel,
+    lines: Vec<(Code, Qty)>,
+    ship_to: Option<Location>,
+    pickup_at: Option<StockPointId>,
+    tags: Vec<String>,
+    options: (bool, bool, bool),
+    now: Timestamp,
+}
+
+impl PlanInputs {
+    fn of(request: &ReserveRequest, now: Timestamp) -> PlanInputs {
+        PlanInputs {
+            channel: request.channel,
+            lines: request.lines.clone(),
+            ship_to: request.ship_to,
+            pickup_at: request.pickup_at,
+            tags: request.tags.clone(),
+            options: Self::options(request),
+            now,
+        }
+    }
+
+    fn options(request: &ReserveRequest) -> (bool, bool, bool) {
+        (
+            request.allow_split,
+            request.allow_partial,
+            request.allow_backorder,
+        )
+    }
+
+    fn matches(&self, request: &ReserveRequest, now: Timestamp) -> bool {
+        self.now == now
+            && self.channel == request.channel
+            && self.lines == request.lines
+            && self.ship_to == request.ship_to
+            && self.pickup_at == request.pickup_at
+            && self.tags == request.tags
+            && self.options == Self::options(request)
+    }
+}
+
+impl PlanMemo {
+    fn plan(
+        &mut self,
+        request: &ReserveRequest,
+        now: Timestamp,
+        plan: impl FnOnce() -> Result<PlanOutcome, PlanError>,
+    ) -> Result<PlanOutcome, PlanError> {
+        match &mut self.last {
+            Some((inputs, Some(outcome))) if inputs.matches(request, now) => {
+                self.hits += 1;
+                Ok(outcome.clone())
+            }
+            Some((inputs, kept @ None)) if inputs.matches(request, now) => {
+                let outcome = plan()?;
+                *kept = Some(outcome.clone());
+                Ok(outcome)
+            }
+            _ => {
+                self.last = Some((PlanInputs::of(request, now), None));
+                plan()
+            }
+        }
+    }
+}
+
+/// [`prepare`], reusing `memo`'s plan when this request plans the same as the last one.
+pub fn prepare_with<V: AvailabilityView + ?Sized>(
+    ctx: &CheckoutContext<'_, V>,
+    request: &ReserveRequest,
+    id: ReservationId,
+    now: Timestamp,
+    memo: &mut PlanMemo,
+) -> Result<Prepared, PlanError> {
     // A SKU nobody ever stocked has nothing available anywhere: no need to plan.
     let mut unknown = Vec::new();
     let mut known = Vec::with_capacity(request.lines.len());
@@ -186,7 +280,10 @@ pub fn prepare<V: AvailabilityView + ?Sized>(
         now,
     };
     let expires_at = now.plus_seconds(request.ttl_seconds);
-    match plan(ctx.rules, ctx.network, ctx.view, &plan_request)? {
+    let outcome = memo.plan(request, now, || {
+        plan(ctx.rules, ctx.network, ctx.view, &plan_request)
+    })?;
+    match outcome {
         PlanOutcome::Planned(plan) => {
             let holds = hold_requests(&plan, id, expires_at);
             let reservation = reservation_from_plan(id, request, &lines, plan, now, expires_at);

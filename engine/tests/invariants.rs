@@ -588,6 +588,63 @@ proptest! {
     }
 }
 
+/// A web request for `lines` of (SKU number, qty), with the given options.
+fn web_request(lines: &[(u32, u64)], split: bool, partial: bool) -> ReserveRequest {
+    ReserveRequest {
+        lines: lines
+            .iter()
+            .map(|(sku, qty)| (Code::parse(&format!("SKU{sku}")).unwrap(), Qty(*qty)))
+            .collect(),
+        allow_split: split,
+        allow_partial: partial,
+        ..ReserveRequest::web(Vec::new(), 60)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A collection planned with one memo (identical requests planned once) prepares exactly
+    /// what planning every request afresh prepares, whatever the mix and order of requests.
+    #[test]
+    fn a_memoized_collection_plans_exactly_as_planning_each_request(
+        ops in prop::collection::vec(op(), 1..40),
+        picks in prop::collection::vec(0usize..4, 1..40),
+    ) {
+        let mut sim = Sim::new();
+        for op in &ops {
+            sim.run(op);
+        }
+        let pool = [
+            web_request(&[(0, 1)], true, false),
+            web_request(&[(0, 2), (1, 1)], true, false),
+            web_request(&[(1, 3)], false, true),
+            web_request(&[(2, 50)], true, false),
+        ];
+        let rules = sim.state.rules.compile(&sim.state.network).unwrap();
+        let ctx = CheckoutContext {
+            skus: &sim.state.skus,
+            network: &sim.state.network,
+            rules: &rules,
+            view: sim.state.inventories.as_slice(),
+            book: &sim.state.reservations,
+        };
+        let mut memo = checkout::PlanMemo::default();
+        for (n, pick) in picks.iter().enumerate() {
+            let id = conductor_engine::ids::ReservationId(1_000 + n as u64);
+            let request = &pool[*pick];
+            let fresh = checkout::prepare(&ctx, request, id, sim.now);
+            let memoized = checkout::prepare_with(&ctx, request, id, sim.now, &mut memo);
+            prop_assert_eq!(format!("{fresh:?}"), format!("{memoized:?}"));
+        }
+        // A run of n identical requests is planned twice (the second keeps the plan), then
+        // answered from the memo n - 2 times.
+        let runs = picks.chunk_by(|a, b| a == b);
+        let expected: u64 = runs.map(|run| run.len().saturating_sub(2) as u64).sum();
+        prop_assert_eq!(memo.hits, expected);
+    }
+}
+
 /// Guards the property test against generating nothing interesting: over a fixed-seed sample,
 /// every kind of effect must occur.
 #[test]
