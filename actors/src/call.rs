@@ -46,6 +46,91 @@ pub async fn query<M: ractor::Message, T: Send + 'static>(
     }
 }
 
+/// One completion for many answers (the batch interface): each item's reply fills its slot,
+/// and the waiter wakes once, when the last one is in, instead of once per item with a timer
+/// each. A reply dropped unanswered (its message lost with a failed actor) fills its slot
+/// with "the actor stopped before answering", as a dropped oneshot would.
+pub struct Answers<T> {
+    slots: std::sync::Mutex<Vec<Option<Answer<T>>>>,
+    remaining: std::sync::atomic::AtomicUsize,
+    all_in: tokio::sync::Notify,
+}
+
+impl<T: Send + 'static> Answers<T> {
+    /// `n` slots, and a reply for each, in order.
+    pub fn new(n: usize) -> (std::sync::Arc<Answers<T>>, Vec<Reply<Answer<T>>>) {
+        let answers = std::sync::Arc::new(Answers {
+            slots: std::sync::Mutex::new((0..n).map(|_| None).collect()),
+            remaining: std::sync::atomic::AtomicUsize::new(n),
+            all_in: tokio::sync::Notify::new(),
+        });
+        let replies = (0..n)
+            .map(|index| {
+                let slot = Slot {
+                    answers: answers.clone(),
+                    index,
+                    filled: false,
+                };
+                reply(move |answer| slot.fill(answer))
+            })
+            .collect();
+        (answers, replies)
+    }
+
+    /// Waits at most [`CALL_TIMEOUT`] for every answer; a slot still empty then is a timeout.
+    pub async fn wait(&self) -> Vec<Answer<T>> {
+        if self.remaining.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, self.all_in.notified()).await;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .iter_mut()
+            .map(|slot| slot.take().unwrap_or(Err(CommandError::Timeout)))
+            .collect()
+    }
+}
+
+struct Slot<T> {
+    answers: std::sync::Arc<Answers<T>>,
+    index: usize,
+    filled: bool,
+}
+
+impl<T> Slot<T> {
+    fn fill(mut self, answer: Answer<T>) {
+        self.put(answer);
+    }
+
+    fn put(&mut self, answer: Answer<T>) {
+        self.filled = true;
+        {
+            let mut slots = self.answers.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = slots.get_mut(self.index) {
+                *slot = Some(answer);
+            }
+        }
+        if self
+            .answers
+            .remaining
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            // Stores a permit if the waiter is not waiting yet.
+            self.answers.all_in.notify_one();
+        }
+    }
+}
+
+impl<T> Drop for Slot<T> {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.put(Err(CommandError::Unavailable(
+                "the actor stopped before answering".into(),
+            )));
+        }
+    }
+}
+
 /// Polls `done` every millisecond until it holds (true) or `deadline` passes (false): for the
 /// waits on counters that the log's acknowledgements bring down, which have no waker.
 pub async fn poll_until(deadline: std::time::Instant, done: impl Fn() -> bool) -> bool {
@@ -115,5 +200,33 @@ async fn log_answer<T>(
             "the log stopped before answering".into(),
         )),
         Err(_) => Err(CommandError::Timeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Refusal;
+
+    #[tokio::test]
+    async fn a_batch_s_answers_come_back_in_order_and_a_dropped_reply_is_unavailable() {
+        let (answers, replies) = Answers::<u32>::new(3);
+        let mut replies = replies.into_iter();
+        let (first, second, third) = (
+            replies.next().unwrap(),
+            replies.next().unwrap(),
+            replies.next().unwrap(),
+        );
+        let waiting = tokio::spawn({
+            let answers = answers.clone();
+            async move { answers.wait().await }
+        });
+        third(Ok(Err(Refusal::NotFound("x".into()))));
+        drop(second);
+        first(Ok(Ok(7)));
+        let got = waiting.await.unwrap();
+        assert_eq!(got[0], Ok(Ok(7)));
+        assert!(matches!(got[1], Err(CommandError::Unavailable(_))));
+        assert_eq!(got[2], Ok(Err(Refusal::NotFound("x".into()))));
     }
 }

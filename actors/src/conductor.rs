@@ -507,30 +507,12 @@ impl Conductor {
     ) -> Result<Vec<Answer<Arc<Reservation>>>, CommandError> {
         self.accepting()?;
         let orchestrator = self.orchestrator()?;
-        let mut waiting = Vec::with_capacity(requests.len());
-        let mut items = Vec::with_capacity(requests.len());
-        for request in requests {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            waiting.push(rx);
-            let answer: crate::stock_point::Reply<Answer<Arc<Reservation>>> = Box::new(move |a| {
-                let _ = tx.send(a);
-            });
-            items.push((request, answer));
-        }
+        let (answers, replies) = crate::call::Answers::new(requests.len());
+        let items = requests.into_iter().zip(replies).collect();
         if self.shared.intake.push_all(items)? == Ring::Ring {
             ring(&orchestrator, &self.shared.intake)?;
         }
-        let mut answers = Vec::with_capacity(waiting.len());
-        for rx in waiting {
-            answers.push(match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) => Err(CommandError::Unavailable(
-                    "the actor stopped before answering".into(),
-                )),
-                Err(_) => Err(CommandError::Timeout),
-            });
-        }
-        Ok(answers)
+        Ok(answers.wait().await)
     }
 
     pub async fn reservation(

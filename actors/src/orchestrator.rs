@@ -201,7 +201,7 @@ impl Settled {
 /// A reservation being placed: its holds are out at the stock points.
 struct Pending {
     request: ReserveRequest,
-    reservation: Box<Reservation>,
+    reservation: Arc<Reservation>,
     attempt: u32,
     /// Stock points yet to answer.
     outstanding: Vec<StockPointId>,
@@ -340,7 +340,7 @@ impl Actor for Orchestrator {
                 if let Some(pending) = state.pending.remove(&id) {
                     match result {
                         Ok(()) => {
-                            let reservation = Arc::new(*pending.reservation);
+                            let reservation = pending.reservation;
                             state.book.insert_created(reservation.clone());
                             (pending.answer)(Ok(Ok(reservation)));
                         }
@@ -602,7 +602,7 @@ impl OrchestratorState {
         memo: &mut PlanMemo,
         answer: impl FnOnce(Answer<Arc<Reservation>>),
     ) -> Option<(
-        Box<Reservation>,
+        Arc<Reservation>,
         Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
     )> {
         let ctx = CheckoutContext {
@@ -657,7 +657,7 @@ impl OrchestratorState {
         id: ReservationId,
         request: ReserveRequest,
         attempt: u32,
-        reservation: Box<Reservation>,
+        reservation: Arc<Reservation>,
         holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
         answer: Reply<Answer<Arc<Reservation>>>,
     ) {
@@ -708,7 +708,7 @@ impl OrchestratorState {
         id: ReservationId,
         request: ReserveRequest,
         attempt: u32,
-        reservation: Box<Reservation>,
+        reservation: Arc<Reservation>,
         holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
         answer: Reply<Answer<Arc<Reservation>>>,
         now: Timestamp,
@@ -746,7 +746,7 @@ impl OrchestratorState {
         id: ReservationId,
         request: ReserveRequest,
         attempt: u32,
-        reservation: Box<Reservation>,
+        reservation: Arc<Reservation>,
         mut holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
         answer: Reply<Answer<Arc<Reservation>>>,
         now: Timestamp,
@@ -762,7 +762,6 @@ impl OrchestratorState {
         }
         // Shared with the log event, which the stock point encodes and drops before the answer
         // comes back, so the answer takes the record back without copying it.
-        let reservation = Arc::<Reservation>::from(reservation);
         let created = Event::Reservation {
             at: now,
             event: ReservationEvent::Created(reservation.clone()),
@@ -919,7 +918,7 @@ impl OrchestratorState {
         if all_placed {
             let event = Event::Reservation {
                 at: self.now(),
-                event: ReservationEvent::Created(pending.reservation.clone().into()),
+                event: ReservationEvent::Created(pending.reservation.clone()),
             };
             let me = myself.clone();
             self.pending.insert(id, pending);

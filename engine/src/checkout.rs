@@ -2,6 +2,8 @@
 //! and the reservation record. The orchestrator actor runs exactly these functions; the holds
 //! themselves are placed by the stock points, which re-check availability.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::idempotency::IdempotencyKey;
@@ -113,7 +115,7 @@ pub struct LineShortage {
 pub enum Prepared {
     /// Place these holds, then record the reservation.
     Reserve {
-        reservation: Box<Reservation>,
+        reservation: Arc<Reservation>,
         holds: Vec<(StockPointId, HoldRequest)>,
     },
     Insufficient(Vec<LineShortage>),
@@ -288,7 +290,7 @@ pub fn prepare_with<V: AvailabilityView + ?Sized>(
             let holds = hold_requests(&plan, id, expires_at);
             let reservation = reservation_from_plan(id, request, &lines, plan, now, expires_at);
             Ok(Prepared::Reserve {
-                reservation: Box::new(reservation),
+                reservation: Arc::new(reservation),
                 holds,
             })
         }

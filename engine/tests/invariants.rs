@@ -439,7 +439,7 @@ impl Sim {
         }
         self.emit(Event::Reservation {
             at: self.now,
-            event: ReservationEvent::Created(reservation.into()),
+            event: ReservationEvent::Created(reservation),
         });
     }
 
