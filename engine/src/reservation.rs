@@ -69,8 +69,8 @@ pub struct Reservation {
     pub expires_at: Timestamp,
     pub status: ReservationStatus,
     pub order: Option<OrderId>,
-    /// Why it was sourced this way, for customer service.
-    pub explanation: Explanation,
+    /// Why it was sourced this way, for customer service; shared with the plan it came from.
+    pub explanation: Arc<Explanation>,
     /// The idempotency key and request fingerprint it was created with, if any.
     #[serde(default)]
     pub idempotency: Option<(IdempotencyKey, u64)>,
@@ -404,10 +404,10 @@ mod tests {
             expires_at: Timestamp(expires_at),
             status: ReservationStatus::Held,
             order: None,
-            explanation: Explanation {
+            explanation: Arc::new(Explanation {
                 rule_set_version: 0,
                 groups: vec![],
-            },
+            }),
             idempotency: None,
         }))
     }

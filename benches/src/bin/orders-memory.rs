@@ -61,10 +61,10 @@ fn main() {
             expires_at: Timestamp(1_700_000_600_000 + i),
             status: ReservationStatus::Held,
             order: None,
-            explanation: Explanation {
+            explanation: std::sync::Arc::new(Explanation {
                 rule_set_version: 1,
                 groups: Vec::new(),
-            },
+            }),
             idempotency: None,
         };
         let created =

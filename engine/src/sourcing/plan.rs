@@ -127,7 +127,9 @@ pub struct Explanation {
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct SourcingPlan {
     pub allocations: Vec<PlannedAllocation>,
-    pub explanation: Explanation,
+    /// Shared by the reservations made from this plan (a flash sale's identical checkouts are
+    /// planned once), so that each does not carry a copy of its own.
+    pub explanation: Arc<Explanation>,
 }
 
 impl SourcingPlan {
@@ -252,7 +254,7 @@ pub fn plan(
     }
     Ok(PlanOutcome::Planned(SourcingPlan {
         allocations,
-        explanation,
+        explanation: Arc::new(explanation),
     }))
 }
 
