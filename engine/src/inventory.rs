@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::FxHashMap;
+use crate::hash::{FxHashMap, SeqHashMap};
 use crate::ids::{IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
 use crate::time::Timestamp;
 
@@ -295,7 +295,7 @@ pub enum Adjustment {
 pub struct StockPointInventory {
     pub id: StockPointId,
     positions: FxHashMap<SkuId, Position>,
-    holds: FxHashMap<ReservationId, Hold>,
+    holds: SeqHashMap<ReservationId, Hold>,
     /// Ordered by expiry so that expiring pops from the front.
     expiries: BTreeSet<(Timestamp, ReservationId)>,
     /// Unshipped units per order, per SKU and source.

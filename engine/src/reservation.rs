@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::FxHashMap;
+use crate::hash::{FxHashMap, SeqHashMap};
 use crate::idempotency::IdempotencyKey;
 use crate::ids::{OrderId, Qty, ReservationId, SkuId, StockPointId};
 use crate::inventory::Source;
@@ -146,7 +146,7 @@ pub struct ReservationBook {
     /// Shared with the `Created` event that made it (and with the answer to the caller), so
     /// that recording it copies nothing; a change copies it first if it is still shared. Small
     /// entries also keep the map's growth cheap in a sale that creates millions.
-    reservations: FxHashMap<ReservationId, Arc<Reservation>>,
+    reservations: SeqHashMap<ReservationId, Arc<Reservation>>,
     /// Flash-sale caps: units one customer_ref may hold (or have bought) at once per SKU.
     limits: FxHashMap<SkuId, Qty>,
     /// Units each customer has in held or confirmed reservations, per SKU.
