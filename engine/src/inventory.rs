@@ -6,10 +6,9 @@
 //! event or a business "no" as a value; [`StockPointInventory::apply`] is the only function that
 //! mutates, and it is the same live and on replay.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
+use crate::expiry::ExpiryIndex;
 use crate::hash::{FxHashMap, SeqHashMap};
 use crate::ids::{IncomingId, OrderId, Qty, ReservationId, ReturnId, SkuId, StockPointId};
 use crate::time::Timestamp;
@@ -297,7 +296,7 @@ pub struct StockPointInventory {
     positions: FxHashMap<SkuId, Position>,
     holds: SeqHashMap<ReservationId, Hold>,
     /// Ordered by expiry so that expiring pops from the front.
-    expiries: BTreeSet<(Timestamp, ReservationId)>,
+    expiries: ExpiryIndex,
     /// Unshipped units per order, per SKU and source.
     allocations: FxHashMap<OrderId, Vec<StockLine>>,
 }
@@ -338,7 +337,7 @@ impl StockPointInventory {
 
     /// The earliest expiry still pending, for the actor's timer.
     pub fn next_expiry(&self) -> Option<Timestamp> {
-        self.expiries.first().map(|(at, _)| *at)
+        self.expiries.first().map(|(at, _)| at)
     }
 
     pub fn available(&self, sku: SkuId) -> Qty {
@@ -408,7 +407,7 @@ impl StockPointInventory {
             .take_while(|(at, _)| *at <= now)
             .take(EXPIRIES_PER_TICK_MAX)
             .map(|(_, reservation)| StockEvent::HoldReleased {
-                reservation: *reservation,
+                reservation,
                 reason: ReleaseReason::Expired,
             })
             .collect()

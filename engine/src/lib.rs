@@ -2,6 +2,7 @@
 //! an argument) and spawns nothing; the actors, the log and the gateway move its events around.
 
 pub mod checkout;
+pub mod expiry;
 pub mod fulfilment;
 pub mod hash;
 pub mod idempotency;

@@ -1,11 +1,11 @@
 //! Reservations: a checkout's claim on stock, made of holds at one or more stock points that
 //! share one expiry. The book also enforces per-customer limits of a flash sale.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::expiry::ExpiryIndex;
 use crate::hash::{FxHashMap, SeqHashMap};
 use crate::idempotency::IdempotencyKey;
 use crate::ids::{OrderId, Qty, ReservationId, SkuId, StockPointId};
@@ -152,11 +152,11 @@ pub struct ReservationBook {
     /// Units each customer has in held or confirmed reservations, per SKU.
     customer_units: FxHashMap<(String, SkuId), Qty>,
     /// Held reservations ordered by expiry so that expiring pops from the front.
-    expiries: BTreeSet<(Timestamp, ReservationId)>,
+    expiries: ExpiryIndex,
     /// Reservations by the idempotency key they were created with.
     by_key: FxHashMap<IdempotencyKey, ReservationId>,
     /// Every reservation by expiry, so that forgetting old ones pops from the front.
-    by_expiry: BTreeSet<(Timestamp, ReservationId)>,
+    by_expiry: ExpiryIndex,
 }
 
 impl ReservationBook {
@@ -183,7 +183,7 @@ impl ReservationBook {
         let cutoff = Timestamp(now.0.saturating_sub(retention_ms));
         let mut pruned = 0;
         while pruned < max {
-            let Some(&(expires_at, id)) = self.by_expiry.first() else {
+            let Some((expires_at, id)) = self.by_expiry.first() else {
                 break;
             };
             if expires_at >= cutoff {
@@ -295,13 +295,13 @@ impl ReservationBook {
             .iter()
             .take_while(|(at, _)| *at <= now)
             .take(max)
-            .map(|(_, id)| ReservationEvent::Expired { id: *id })
+            .map(|(_, id)| ReservationEvent::Expired { id })
             .collect()
     }
 
     /// The earliest expiry of a held reservation, for the orchestrator's timer.
     pub fn next_expiry(&self) -> Option<Timestamp> {
-        self.expiries.first().map(|(at, _)| *at)
+        self.expiries.first().map(|(at, _)| at)
     }
 
     /// Applies a `Created` event; takes the record by value or shared, never copying it.
