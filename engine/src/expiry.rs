@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ids::ReservationId;
@@ -108,7 +109,12 @@ fn insert_sorted(bucket: &mut Vec<ReservationId>, id: ReservationId) -> bool {
 
 impl Serialize for ExpiryIndex {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter())
+        // With its length first: the log's encoding needs it, and the iterator cannot tell.
+        let mut seq = serializer.serialize_seq(Some(self.len))?;
+        for pair in self.iter() {
+            seq.serialize_element(&pair)?;
+        }
+        seq.end()
     }
 }
 
@@ -155,6 +161,13 @@ mod tests {
             let encoded = serde_json::to_string(&index).unwrap();
             prop_assert_eq!(&encoded, &serde_json::to_string(&set).unwrap());
             let decoded: ExpiryIndex = serde_json::from_str(&encoded).unwrap();
+            prop_assert_eq!(decoded, index.clone());
+            // The log's encoding, which needs every sequence's length up front.
+            let config = bincode::config::standard();
+            let bytes = bincode::serde::encode_to_vec(&index, config).unwrap();
+            prop_assert_eq!(&bytes, &bincode::serde::encode_to_vec(&set, config).unwrap());
+            let (decoded, _): (ExpiryIndex, usize) =
+                bincode::serde::decode_from_slice(&bytes, config).unwrap();
             prop_assert_eq!(decoded, index.clone());
             while let Some(pair) = index.pop_first() {
                 prop_assert_eq!(Some(pair), set.pop_first());
