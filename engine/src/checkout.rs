@@ -231,12 +231,17 @@ pub fn prepare_with<V: AvailabilityView + ?Sized>(
     now: Timestamp,
     memo: &mut PlanMemo,
 ) -> Result<Prepared, PlanError> {
-    // A SKU nobody ever stocked has nothing available anywhere: no need to plan.
+    // A SKU nobody ever stocked has nothing available anywhere: no need to plan. Each code is
+    // looked up once.
     let mut unknown = Vec::new();
-    let mut known = Vec::with_capacity(request.lines.len());
+    let mut lines: Vec<PlanLine<'_>> = Vec::with_capacity(request.lines.len());
     for (code, qty) in &request.lines {
         match ctx.skus.get(code.as_str()) {
-            Some(sku) => known.push((SkuId(sku), *qty)),
+            Some(sku) => lines.push(PlanLine {
+                sku: SkuId(sku),
+                code: code.as_str(),
+                qty: *qty,
+            }),
             None => unknown.push(LineShortage {
                 sku: code.clone(),
                 requested: *qty,
@@ -247,23 +252,12 @@ pub fn prepare_with<V: AvailabilityView + ?Sized>(
     if !unknown.is_empty() && !request.allow_partial {
         return Ok(Prepared::Insufficient(unknown));
     }
-    if let Err(refusal) = ctx
-        .book
-        .check_limits(request.customer_ref.as_deref(), &known)
-    {
-        return Ok(Prepared::LimitExceeded(refusal));
+    if let Some(customer) = request.customer_ref.as_deref() {
+        let known: Vec<(SkuId, Qty)> = lines.iter().map(|l| (l.sku, l.qty)).collect();
+        if let Err(refusal) = ctx.book.check_limits(Some(customer), &known) {
+            return Ok(Prepared::LimitExceeded(refusal));
+        }
     }
-    let lines: Vec<PlanLine<'_>> = request
-        .lines
-        .iter()
-        .filter_map(|(code, qty)| {
-            ctx.skus.get(code.as_str()).map(|sku| PlanLine {
-                sku: SkuId(sku),
-                code: code.as_str(),
-                qty: *qty,
-            })
-        })
-        .collect();
     if lines.is_empty() {
         return Ok(Prepared::Insufficient(unknown));
     }
