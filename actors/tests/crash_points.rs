@@ -83,15 +83,7 @@ async fn every_flow(c: &conductor_actors::Conductor) {
 
     // A short pick at WH1, re-sourced to WH2.
     let short = c.place_order(request(&[("A", 3)])).await.unwrap().unwrap();
-    eventually("the pick task appears", || async {
-        !c.tasks(wh1, true).await.unwrap().is_empty()
-    })
-    .await;
-    let pick = c.tasks(wh1, true).await.unwrap().remove(0);
-    c.complete_task(wh1, pick.id, Some(Qty(1)))
-        .await
-        .unwrap()
-        .unwrap();
+    pick_first_task(c, wh1, Qty(1)).await.unwrap().unwrap();
     let order = c.order(short.id).await.unwrap().unwrap();
     assert!(order.fulfilments.iter().any(|f| f.stock_point == wh2));
 

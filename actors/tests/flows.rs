@@ -131,15 +131,7 @@ async fn a_short_pick_is_re_sourced_to_another_stock_point() {
     stock(c, wh2, a, 3).await;
     let order = c.place_order(request(&[("A", 3)])).await.unwrap().unwrap();
     assert_eq!(order.fulfilments[0].stock_point, wh1);
-    eventually("the pick task appears", || async {
-        !c.tasks(wh1, true).await.unwrap().is_empty()
-    })
-    .await;
-    let pick = c.tasks(wh1, true).await.unwrap().remove(0);
-    c.complete_task(wh1, pick.id, Some(Qty(1)))
-        .await
-        .unwrap()
-        .unwrap();
+    pick_first_task(c, wh1, Qty(1)).await.unwrap().unwrap();
     let order = c.order(order.id).await.unwrap().unwrap();
     let resourced: Vec<_> = order
         .fulfilments

@@ -266,8 +266,7 @@ async fn a_re_sourcing_cut_short_by_a_failed_orchestrator_resumes_at_the_next_st
         }
     }
     assert!(!up().await, "the orchestrator stays down");
-    let pick = c.tasks(wh1, true).await.unwrap().remove(0);
-    let reported = c.complete_task(wh1, pick.id, Some(Qty(1))).await;
+    let reported = pick_first_task(&c, wh1, Qty(1)).await;
     assert!(reported.is_err(), "{reported:?}");
     let short = c.order(order.id).await.unwrap().unwrap();
     assert_eq!(short.shortages[0].outstanding(), Qty(2));

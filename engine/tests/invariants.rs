@@ -386,18 +386,10 @@ impl Sim {
             idempotency: None,
         };
         request.validate().unwrap();
-        let rules = self.state.rules.compile(&self.state.network).unwrap();
-        let ctx = CheckoutContext {
-            skus: &self.state.skus,
-            network: &self.state.network,
-            rules: &rules,
-            view: self.state.inventories.as_slice(),
-            book: &self.state.reservations,
-        };
         let id = self.state.next_reservation_id();
-        let Prepared::Reserve { reservation, holds } =
-            checkout::prepare(&ctx, &request, id, self.now).unwrap()
-        else {
+        let Prepared::Reserve { reservation, holds } = with_checkout(&self.state, |ctx| {
+            checkout::prepare(ctx, &request, id, self.now).unwrap()
+        }) else {
             return;
         };
         if race {
@@ -588,6 +580,21 @@ proptest! {
     }
 }
 
+/// Runs `f` with a checkout context on `state` (its rules compiled for it).
+fn with_checkout<R>(
+    state: &State,
+    f: impl FnOnce(&CheckoutContext<'_, [conductor_engine::inventory::StockPointInventory]>) -> R,
+) -> R {
+    let rules = state.rules.compile(&state.network).unwrap();
+    f(&CheckoutContext {
+        skus: &state.skus,
+        network: &state.network,
+        rules: &rules,
+        view: state.inventories.as_slice(),
+        book: &state.reservations,
+    })
+}
+
 /// A web request for `lines` of (SKU number, qty), with the given options.
 fn web_request(lines: &[(u32, u64)], split: bool, partial: bool) -> ReserveRequest {
     ReserveRequest {
@@ -621,20 +628,16 @@ proptest! {
             web_request(&[(1, 3)], false, true),
             web_request(&[(2, 50)], true, false),
         ];
-        let rules = sim.state.rules.compile(&sim.state.network).unwrap();
-        let ctx = CheckoutContext {
-            skus: &sim.state.skus,
-            network: &sim.state.network,
-            rules: &rules,
-            view: sim.state.inventories.as_slice(),
-            book: &sim.state.reservations,
-        };
         let mut memo = checkout::PlanMemo::default();
         for (n, pick) in picks.iter().enumerate() {
             let id = conductor_engine::ids::ReservationId(1_000 + n as u64);
             let request = &pool[*pick];
-            let fresh = checkout::prepare(&ctx, request, id, sim.now);
-            let memoized = checkout::prepare_with(&ctx, request, id, sim.now, &mut memo);
+            let (fresh, memoized) = with_checkout(&sim.state, |ctx| {
+                (
+                    checkout::prepare(ctx, request, id, sim.now),
+                    checkout::prepare_with(ctx, request, id, sim.now, &mut memo),
+                )
+            });
             prop_assert_eq!(format!("{fresh:?}"), format!("{memoized:?}"));
         }
         // A run of n identical requests is planned twice (the second keeps the plan), then

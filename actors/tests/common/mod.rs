@@ -176,6 +176,21 @@ pub async fn return_one_resellable(
         .expect("the return is opened")
 }
 
+/// Waits for a task on `sp`'s list and reports the first with `picked` units (fewer than asked
+/// is a short pick): the warehouse's answer.
+pub async fn pick_first_task(
+    c: &Conductor,
+    sp: StockPointId,
+    picked: Qty,
+) -> Result<Result<Task, Refusal>, conductor_actors::error::CommandError> {
+    eventually("a task appears", || async {
+        !c.tasks(sp, true).await.unwrap().is_empty()
+    })
+    .await;
+    let task = c.tasks(sp, true).await.unwrap().remove(0);
+    c.complete_task(sp, task.id, Some(picked)).await
+}
+
 /// The tasks' ids, in list order.
 pub fn task_ids(tasks: &[Task]) -> Vec<&str> {
     tasks.iter().map(|t| t.id.as_str()).collect()
