@@ -88,6 +88,34 @@ impl<M: ractor::Message> Directory<M> {
             .map_err(|_| CommandError::Unavailable(format!("actor of stock point {id:?} stopped")))
     }
 
+    /// As [`Self::send`], building the message from `payload` once a ticket is in hand. When
+    /// the message is refused before it is built (the actor down, its mailbox full), the payload
+    /// comes back with the reason, so that its replies can be answered with that reason; a
+    /// message built and then not delivered is dropped, payload and all.
+    pub fn send_with<P>(
+        &self,
+        id: StockPointId,
+        payload: P,
+        build: impl FnOnce(P, Ticket) -> M,
+    ) -> Result<(), (CommandError, Option<P>)> {
+        let Some(handle) = self.get(id) else {
+            let error = CommandError::Unavailable(format!("actor of stock point {id:?} is down"));
+            return Err((error, Some(payload)));
+        };
+        let ticket = match handle.gate.ticket() {
+            Ok(ticket) => ticket,
+            Err(error) => return Err((error, Some(payload))),
+        };
+        handle
+            .actor
+            .send_message(build(payload, ticket))
+            .map_err(|_| {
+                let error =
+                    CommandError::Unavailable(format!("actor of stock point {id:?} stopped"));
+                (error, None)
+            })
+    }
+
     /// The deepest mailbox, for metrics.
     pub fn deepest_mailbox(&self) -> usize {
         self.all()
@@ -95,5 +123,59 @@ impl<M: ractor::Message> Directory<M> {
             .map(|(_, h)| h.gate.depth())
             .max()
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+    use super::*;
+    use crate::mailbox::MAILBOX_DEPTH_MAX;
+
+    struct Sink;
+
+    impl Actor for Sink {
+        type Msg = u32;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<u32>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    fn first(payload: Vec<u32>, _: Ticket) -> u32 {
+        payload[0]
+    }
+
+    #[tokio::test]
+    async fn a_message_refused_before_it_is_built_gives_its_payload_back_with_the_reason() {
+        let directory = Directory::<u32>::default();
+        let sp = StockPointId(0);
+        let down = directory.send_with(sp, vec![1], first);
+        assert!(matches!(down, Err((CommandError::Unavailable(_), Some(p))) if p == vec![1]));
+
+        let (actor, running) = Actor::spawn(None, Sink, ()).await.expect("spawned");
+        let gate = Gate::default();
+        directory.set(
+            sp,
+            Some(Handle {
+                actor: actor.clone(),
+                gate: gate.clone(),
+            }),
+        );
+        let full: Vec<Ticket> = (0..MAILBOX_DEPTH_MAX)
+            .map(|_| gate.ticket().expect("room"))
+            .collect();
+        let busy = directory.send_with(sp, vec![2], first);
+        assert!(matches!(busy, Err((CommandError::Busy(_), Some(p))) if p == vec![2]));
+        drop(full);
+        assert!(directory.send_with(sp, vec![3], first).is_ok());
+
+        actor.stop(None);
+        running.await.expect("stopped");
+        let stopped = directory.send_with(sp, vec![4], first);
+        assert!(matches!(stopped, Err((CommandError::Unavailable(_), None))));
     }
 }

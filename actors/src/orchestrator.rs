@@ -231,9 +231,6 @@ fn lost_hold() -> HoldAnswer {
     HoldAnswer::Failed(crate::stock_point::stopped_before_answering())
 }
 
-/// Answers a batched hold that could not be sent.
-type Fallback = Box<dyn FnOnce(HoldAnswer) + Send>;
-
 pub struct Orchestrator;
 
 pub struct OrchestratorState {
@@ -713,7 +710,7 @@ impl OrchestratorState {
         answer: Reply<Answer<Arc<Reservation>>>,
         now: Timestamp,
     ) {
-        let Some((sp, hold, here)) = self.single_hold(
+        let Some((sp, hold)) = self.single_hold(
             myself,
             id,
             request,
@@ -725,20 +722,21 @@ impl OrchestratorState {
         ) else {
             return;
         };
-        let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
-            request: hold.request,
-            also: hold.also,
-            answer: reply_or(hold.answer, lost_hold),
-            ticket,
-        });
-        if let Err(error) = sent {
-            here(HoldAnswer::Failed(error));
+        let sent = self
+            .directory
+            .send_with(sp, hold, |hold, ticket| StockPointMsg::Hold {
+                request: hold.request,
+                also: hold.also,
+                answer: hold.answer,
+                ticket,
+            });
+        if let Err((error, Some(hold))) = sent {
+            (hold.answer)(HoldAnswer::Failed(error));
         }
     }
 
     /// Builds the hold of a single-stock-point reservation, with the reservation record to log
-    /// alongside and the answer that settles it. The returned closure answers the hold itself
-    /// when it cannot be sent.
+    /// alongside and the answer that settles it.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn single_hold(
         &mut self,
@@ -750,7 +748,7 @@ impl OrchestratorState {
         mut holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
         answer: Reply<Answer<Arc<Reservation>>>,
         now: Timestamp,
-    ) -> Option<(StockPointId, BatchedHold, Fallback)> {
+    ) -> Option<(StockPointId, BatchedHold)> {
         let (sp, hold) = holds.pop()?;
         if let Some(customer) = &reservation.customer_ref {
             let units = reservation
@@ -791,15 +789,15 @@ impl OrchestratorState {
             };
             let _ = me.send_message(message);
         };
-        let (for_sp, here) = crate::once::split(on_answer);
+        // Answered "failed" if the message is lost with a failed stock point; a message refused
+        // before it is built comes back and is answered with the reason (`send_holds`).
         Some((
             sp,
             BatchedHold {
                 request: hold,
                 also: vec![created],
-                answer: reply(for_sp),
+                answer: reply_or(on_answer, lost_hold),
             },
-            Box::new(here),
         ))
     }
 
@@ -812,8 +810,7 @@ impl OrchestratorState {
         // Identical requests of one collection are planned once: a plan is advice that the
         // stock point re-checks, and the board barely moves while this loop runs.
         let mut memo = PlanMemo::default();
-        let mut per_stock_point: FxHashMap<StockPointId, Vec<(BatchedHold, Fallback)>> =
-            FxHashMap::default();
+        let mut per_stock_point: FxHashMap<StockPointId, Vec<BatchedHold>> = FxHashMap::default();
         for (request, answer) in requests {
             if let Err(e) = request.validate() {
                 answer(Ok(Err(invalid(e.field, e.message))));
@@ -838,11 +835,11 @@ impl OrchestratorState {
                 self.place_multi(myself, id, request, 1, reservation, holds, answer);
                 continue;
             }
-            if let Some((sp, hold, here)) =
+            if let Some((sp, hold)) =
                 self.single_hold(myself, id, request, 1, reservation, holds, answer, now)
             {
                 let items = per_stock_point.entry(sp).or_default();
-                items.push((hold, here));
+                items.push(hold);
                 if items.len() >= STOCK_POINT_CHUNK {
                     let items = std::mem::take(items);
                     self.send_holds(sp, items);
@@ -856,29 +853,19 @@ impl OrchestratorState {
         }
     }
 
-    fn send_holds(&self, sp: StockPointId, items: Vec<(BatchedHold, Fallback)>) {
-        let mut holds = Vec::with_capacity(items.len());
-        let mut fallbacks = Vec::with_capacity(items.len());
-        for (hold, here) in items {
-            holds.push(hold);
-            fallbacks.push(here);
-        }
-        // Each answer is guarded only once the message is built: a refused message (busy) is
-        // answered by its fallbacks with the reason, a lost one (a failed stock point) by the
-        // guards.
-        let sent = self.directory.send(sp, |ticket| StockPointMsg::HoldBatch {
-            holds: holds
-                .into_iter()
-                .map(|hold| BatchedHold {
-                    answer: reply_or(hold.answer, lost_hold),
-                    ..hold
-                })
-                .collect(),
-            ticket,
-        });
-        if let Err(error) = sent {
-            for here in fallbacks {
-                here(HoldAnswer::Failed(error.clone()));
+    /// Sends a stock point its holds of a collection. A message refused before it is built
+    /// (busy, or the stock point down) comes back, and each hold is answered with the reason;
+    /// one lost with a failed stock point is answered by the holds' guards ("failed").
+    fn send_holds(&self, sp: StockPointId, holds: Vec<BatchedHold>) {
+        let sent = self
+            .directory
+            .send_with(sp, holds, |holds, ticket| StockPointMsg::HoldBatch {
+                holds,
+                ticket,
+            });
+        if let Err((error, Some(holds))) = sent {
+            for hold in holds {
+                (hold.answer)(HoldAnswer::Failed(error.clone()));
             }
         }
     }
