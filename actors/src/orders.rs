@@ -976,16 +976,21 @@ impl OrderState {
         events: Vec<Event>,
         apply: impl FnOnce(&mut Order) + Send + 'static,
     ) -> Result<(), CommandError> {
-        let in_flight = InFlight::new(self.durable.clone());
-        let result = log_durably_then(&self.context.log, events, move || {
-            apply(&mut lock(&in_flight.0.order));
-            drop(in_flight);
-        })
-        .await;
+        let result = log_durably_then(&self.context.log, events, self.on_durable(apply)).await;
         if result.is_err() {
             self.stale = true;
         }
         result
+    }
+
+    /// Counts an append of this order in flight until it is durable (or dropped unlogged), and
+    /// then applies it to the durable copy with `apply`, on the log's acks thread.
+    fn on_durable(&self, apply: impl FnOnce(&mut Order) + Send + 'static) -> OnDurable {
+        let in_flight = InFlight::new(self.durable.clone());
+        Box::new(move || {
+            apply(&mut lock(&in_flight.0.order));
+            drop(in_flight);
+        })
     }
 
     /// Answers a message that arrived while an earlier append's outcome is still unknown.
@@ -1113,14 +1118,10 @@ impl OrderState {
         let now = self.context.clock.now();
         let also = self.logged(&events, now);
         let applied = events.clone();
-        let in_flight = InFlight::new(self.durable.clone());
-        let on_durable: OnDurable = Box::new(move || {
-            let mut order = lock(&in_flight.0.order);
+        let on_durable = self.on_durable(move |order| {
             for event in &applied {
-                order::apply(&mut order, event, now);
+                order::apply(order, event, now);
             }
-            drop(order);
-            drop(in_flight);
         });
         let stock_points = self.context.stock_points.clone();
         let answer = ask(|answer| {

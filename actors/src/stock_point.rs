@@ -290,10 +290,7 @@ impl Actor for StockPointActor {
                 ticket,
             } => {
                 drop(ticket);
-                match state.decide(command) {
-                    Ok(events) => state.commit(events, Vec::new(), move |r| answer(r.map(Ok))),
-                    Err(refusal) => answer(Ok(Err(refusal_of(refusal)))),
-                }
+                state.change(command, Vec::new(), None, answer);
             }
             StockPointMsg::Explained {
                 command,
@@ -303,15 +300,7 @@ impl Actor for StockPointActor {
                 ticket,
             } => {
                 drop(ticket);
-                match state.decide(command) {
-                    Ok(events) => state.commit(events, also, move |r| {
-                        if r.is_ok() {
-                            on_durable();
-                        }
-                        answer(r.map(Ok))
-                    }),
-                    Err(refusal) => answer(Ok(Err(refusal_of(refusal)))),
-                }
+                state.change(command, also, Some(on_durable), answer);
             }
             StockPointMsg::ExpireDue => {
                 state.armed = None;
@@ -391,6 +380,26 @@ impl StockPointState {
             }
         };
         one.map(|event| vec![event])
+    }
+
+    /// Decides `command`; a change is committed with `also`, `on_durable` runs once it is
+    /// durable and before `answer`; a refusal is answered at once.
+    fn change(
+        &mut self,
+        command: StockCommand,
+        also: Vec<Event>,
+        on_durable: Option<OnDurable>,
+        answer: Reply<Answer<()>>,
+    ) {
+        match self.decide(command) {
+            Ok(events) => self.commit(events, also, move |r| {
+                if let (Ok(()), Some(on_durable)) = (&r, on_durable) {
+                    on_durable();
+                }
+                answer(r.map(Ok))
+            }),
+            Err(refusal) => answer(Ok(Err(refusal_of(refusal)))),
+        }
     }
 
     /// Logs `changes` (with `also`) as one record, applies them, publishes, and arranges for
