@@ -544,8 +544,7 @@ impl OrchestratorState {
         }
         let now = self.now();
         let mut answer = Some(answer);
-        let mut memo = PlanMemo::default();
-        let prepared = self.prepare_or_answer(id, &request, now, &mut memo, |a| {
+        let prepared = self.prepare_or_answer(id, &request, now, None, |a| {
             if let Some(answer) = answer.take() {
                 answer(a)
             }
@@ -596,7 +595,7 @@ impl OrchestratorState {
         id: ReservationId,
         request: &ReserveRequest,
         now: Timestamp,
-        memo: &mut PlanMemo,
+        memo: Option<&mut PlanMemo>,
         answer: impl FnOnce(Answer<Arc<Reservation>>),
     ) -> Option<(
         Arc<Reservation>,
@@ -823,7 +822,7 @@ impl OrchestratorState {
             let id = ReservationId(self.next.reservation);
             self.next.reservation += 1;
             let mut answer = Some(answer);
-            let prepared = self.prepare_or_answer(id, &request, now, &mut memo, |a| {
+            let prepared = self.prepare_or_answer(id, &request, now, Some(&mut memo), |a| {
                 if let Some(answer) = answer.take() {
                     answer(a)
                 }

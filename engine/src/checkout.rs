@@ -137,7 +137,7 @@ pub fn prepare<V: AvailabilityView + ?Sized>(
     id: ReservationId,
     now: Timestamp,
 ) -> Result<Prepared, PlanError> {
-    prepare_with(ctx, request, id, now, &mut PlanMemo::default())
+    prepare_with(ctx, request, id, now, None)
 }
 
 /// The last plan made, for the next request with the same planning inputs: a collection of
@@ -223,13 +223,14 @@ impl PlanMemo {
     }
 }
 
-/// [`prepare`], reusing `memo`'s plan when this request plans the same as the last one.
+/// [`prepare`], reusing `memo`'s plan when this request plans the same as the last one (without
+/// a memo, a lone request keeps no copy of its inputs).
 pub fn prepare_with<V: AvailabilityView + ?Sized>(
     ctx: &CheckoutContext<'_, V>,
     request: &ReserveRequest,
     id: ReservationId,
     now: Timestamp,
-    memo: &mut PlanMemo,
+    memo: Option<&mut PlanMemo>,
 ) -> Result<Prepared, PlanError> {
     // A SKU nobody ever stocked has nothing available anywhere: no need to plan. Each code is
     // looked up once.
@@ -276,9 +277,11 @@ pub fn prepare_with<V: AvailabilityView + ?Sized>(
         now,
     };
     let expires_at = now.plus_seconds(request.ttl_seconds);
-    let outcome = memo.plan(request, now, || {
-        plan(ctx.rules, ctx.network, ctx.view, &plan_request)
-    })?;
+    let planned = || plan(ctx.rules, ctx.network, ctx.view, &plan_request);
+    let outcome = match memo {
+        Some(memo) => memo.plan(request, now, planned)?,
+        None => planned()?,
+    };
     match outcome {
         PlanOutcome::Planned(plan) => {
             let holds = hold_requests(&plan, id, expires_at);

@@ -635,7 +635,7 @@ proptest! {
             let (fresh, memoized) = with_checkout(&sim.state, |ctx| {
                 (
                     checkout::prepare(ctx, request, id, sim.now),
-                    checkout::prepare_with(ctx, request, id, sim.now, &mut memo),
+                    checkout::prepare_with(ctx, request, id, sim.now, Some(&mut memo)),
                 )
             });
             prop_assert_eq!(format!("{fresh:?}"), format!("{memoized:?}"));
