@@ -725,7 +725,7 @@ impl OrchestratorState {
             .directory
             .send_with(sp, hold, |hold, ticket| StockPointMsg::Hold {
                 request: hold.request,
-                also: hold.also,
+                also: hold.also.into_iter().collect(),
                 answer: hold.answer,
                 ticket,
             });
@@ -794,7 +794,7 @@ impl OrchestratorState {
             sp,
             BatchedHold {
                 request: hold,
-                also: vec![created],
+                also: Some(created),
                 answer: reply_or(on_answer, lost_hold),
             },
         ))

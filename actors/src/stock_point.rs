@@ -141,7 +141,8 @@ pub type OnDurable = Box<dyn FnOnce() + Send + 'static>;
 /// One hold of a [`StockPointMsg::HoldBatch`], with its own record events and answer.
 pub struct BatchedHold {
     pub request: HoldRequest,
-    pub also: Vec<Event>,
+    /// Logged in the hold's record: the reservation, when this is its only stock point.
+    pub also: Option<Event>,
     pub answer: Reply<HoldAnswer>,
 }
 
@@ -415,7 +416,7 @@ impl StockPointState {
         let mut touched = Vec::new();
         let mut events = Vec::with_capacity(changes.len() + also.len());
         for event in &changes {
-            touched.extend(self.touched(event));
+            self.touched(event, &mut touched);
             events.push(Event::Stock {
                 stock_point: self.inventory.id,
                 at,
@@ -456,7 +457,7 @@ impl StockPointState {
         for hold in holds {
             match self.inventory.decide_hold(&hold.request) {
                 HoldOutcome::Placed(event) => {
-                    touched.extend(self.touched(&event));
+                    self.touched(&event, &mut touched);
                     self.inventory.apply(&event);
                     placed.push(hold.request.reservation);
                     events.push(Event::Stock {
@@ -505,18 +506,20 @@ impl StockPointState {
         }
     }
 
-    /// SKUs whose figures `event` changes; read before applying, while the hold still exists.
-    fn touched(&self, event: &StockEvent) -> Vec<SkuId> {
-        let lines = |lines: &[StockLine]| lines.iter().map(|l| l.sku).collect();
+    /// Adds to `out` the SKUs whose figures `event` changes; read before applying, while the
+    /// hold still exists. (Into the caller's list: a batch of holds makes one list, not one each.)
+    fn touched(&self, event: &StockEvent, out: &mut Vec<SkuId>) {
         match event {
-            StockEvent::HoldPlaced(hold) => lines(&hold.lines),
+            StockEvent::HoldPlaced(hold) => out.extend(hold.lines.iter().map(|l| l.sku)),
             StockEvent::HoldReleased { reservation, .. }
-            | StockEvent::HoldAllocated { reservation, .. } => self
-                .inventory
-                .find_hold(*reservation)
-                .map_or_else(Vec::new, |h| lines(&h.lines)),
-            StockEvent::Allocated { lines: l, .. }
-            | StockEvent::AllocationReleased { lines: l, .. } => lines(l),
+            | StockEvent::HoldAllocated { reservation, .. } => {
+                if let Some(hold) = self.inventory.find_hold(*reservation) {
+                    out.extend(hold.lines.iter().map(|l| l.sku));
+                }
+            }
+            StockEvent::Allocated { lines, .. } | StockEvent::AllocationReleased { lines, .. } => {
+                out.extend(lines.iter().map(|l| l.sku))
+            }
             StockEvent::Shipped { sku, .. }
             | StockEvent::ShortPicked { sku, .. }
             | StockEvent::OnHandSet { sku, .. }
@@ -524,7 +527,7 @@ impl StockPointState {
             | StockEvent::NonSellableSet { sku, .. }
             | StockEvent::IncomingExpected { sku, .. }
             | StockEvent::Received { sku, .. }
-            | StockEvent::Restocked { sku, .. } => vec![*sku],
+            | StockEvent::Restocked { sku, .. } => out.push(*sku),
         }
     }
 

@@ -25,12 +25,12 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conductor_actors::orchestrator::StockPointSpec;
 use conductor_actors::{Conductor, Config};
-use conductor_benches::process_cpu;
+use conductor_benches::{process_cpu, Latencies};
 use conductor_engine::checkout::ReserveRequest;
 use conductor_engine::ids::{Code, Qty, SkuId, StockPointId};
 use conductor_engine::inventory::{AdjustReason, Adjustment};
@@ -227,9 +227,7 @@ async fn run_with(
     let placed = setup(&c, stock_points, skus, u64::MAX / 4).await;
     let before = c.log_stats();
     let stop = Arc::new(AtomicBool::new(false));
-    let latency = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
-    ));
+    let latency = Arc::new(Latencies::new());
     let holds = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let failure_told = Arc::new(AtomicBool::new(false));
@@ -284,7 +282,6 @@ async fn run_with(
         );
         let sku_codes: Vec<Code> = (0..skus).map(|i| code(&format!("SKU{i}"))).collect();
         tasks.push(tokio::spawn(async move {
-            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let mut i = r;
             while !stop.load(Ordering::Relaxed) {
                 let mut requests = Vec::with_capacity(batch);
@@ -307,12 +304,10 @@ async fn run_with(
                 };
                 let micros = t.elapsed().as_micros() as u64;
                 let mut failed = None;
+                let mut placed = 0;
                 for answer in answers {
                     match answer {
-                        Ok(Ok(_)) => {
-                            holds.fetch_add(1, Ordering::Relaxed);
-                            let _ = local.record(micros);
-                        }
+                        Ok(Ok(_)) => placed += 1,
                         Ok(Err(_)) => {
                             refused.fetch_add(1, Ordering::Relaxed);
                         }
@@ -321,6 +316,10 @@ async fn run_with(
                             failed.get_or_insert(error);
                         }
                     }
+                }
+                if placed > 0 {
+                    holds.fetch_add(placed, Ordering::Relaxed);
+                    latency.record_n(micros, placed);
                 }
                 if let Some(error) = failed {
                     if !failure_told.swap(true, Ordering::Relaxed) {
@@ -331,9 +330,6 @@ async fn run_with(
                     // the run, and the bench spins instead of reporting.
                     tokio::task::yield_now().await;
                 }
-            }
-            if let Ok(mut all) = latency.lock() {
-                let _ = all.add(&local);
             }
         }));
     }
@@ -352,10 +348,7 @@ async fn run_with(
     }
     let after = c.log_stats();
     c.shutdown().await;
-    let latency = latency
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
+    let latency = latency.merged();
     let figures = Figures {
         holds: holds.load(Ordering::Relaxed),
         refused: refused.load(Ordering::Relaxed),
@@ -384,20 +377,17 @@ async fn offer(
     rate: f64,
     seconds: u64,
     sku_codes: &[Code],
-    latency: &Mutex<Histogram<u64>>,
+    latency: &Arc<Latencies>,
     holds: &Arc<AtomicU64>,
     refused: &Arc<AtomicU64>,
 ) {
     let total = (rate * seconds as f64) as u64;
-    let latencies = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
-    ));
     let in_flight = Arc::new(AtomicU64::new(0));
     let runtime = tokio::runtime::Handle::current();
     let launcher = {
         let (c, latencies, holds, refused, in_flight) = (
             c.clone(),
-            latencies.clone(),
+            latency.clone(),
             holds.clone(),
             refused.clone(),
             in_flight.clone(),
@@ -429,9 +419,7 @@ async fn offer(
                         .await;
                     if matches!(answer, Ok(Ok(_))) {
                         holds.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut h) = latencies.lock() {
-                            let _ = h.record(due_at.elapsed().as_micros() as u64);
-                        }
+                        latencies.record(due_at.elapsed().as_micros() as u64);
                     } else {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
@@ -444,10 +432,6 @@ async fn offer(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let _ = launcher.join();
-    let part = latencies.lock().ok().map(|h| h.clone());
-    if let (Ok(mut all), Some(part)) = (latency.lock(), part) {
-        let _ = all.add(&part);
-    }
 }
 
 /// The system's defaults, with `CHECKPOINT_MS=<ms>` for snapshots of the running system that

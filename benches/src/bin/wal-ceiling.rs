@@ -11,12 +11,11 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_benches::process_cpu;
+use conductor_benches::{process_cpu, Latencies};
 use conductor_persistence::{Wal, WalConfig};
-use hdrhistogram::Histogram;
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
@@ -40,9 +39,7 @@ fn main() {
         .expect("runtime");
     let stop = Arc::new(AtomicBool::new(false));
     let holds = Arc::new(AtomicU64::new(0));
-    let latency = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
-    ));
+    let latency = Arc::new(Latencies::new());
     let before = wal.stats();
     let cpu_before = process_cpu();
     let started = Instant::now();
@@ -52,8 +49,6 @@ fn main() {
             let appender = appender.clone();
             let (stop, holds, latency) = (stop.clone(), holds.clone(), latency.clone());
             tasks.push(tokio::spawn(async move {
-                let mut mine =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
                 while !stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
                     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -64,10 +59,9 @@ fn main() {
                         tokio::task::yield_now().await;
                         continue;
                     }
-                    let _ = mine.record(sent.elapsed().as_micros() as u64);
+                    latency.record(sent.elapsed().as_micros() as u64);
                     holds.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = latency.lock().map(|mut l| l.add(&mine));
             }));
         }
         tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -80,7 +74,7 @@ fn main() {
     let cpu = process_cpu() - cpu_before;
     let after = wal.stats();
     let n = holds.load(Ordering::Relaxed);
-    let latency = latency.lock().expect("latency");
+    let latency = latency.merged();
     let flushes = (after.flushes - before.flushes).max(1);
     println!(
         "log alone: {requesters} requesters, {bytes} B per hold, {seconds} s closed loop, durable acks"
