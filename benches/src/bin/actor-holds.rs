@@ -347,6 +347,13 @@ async fn run_with(
         let _ = reader.join();
     }
     let after = c.log_stats();
+    // How well the actors batch: each append is one stock point message's holds.
+    let appends = after.appends_acknowledged - before.appends_acknowledged;
+    let flushes = (after.flushes - before.flushes).max(1);
+    eprintln!(
+        "appends per fsync, {label}: {:.1}",
+        appends as f64 / flushes as f64
+    );
     c.shutdown().await;
     let latency = latency.merged();
     let figures = Figures {
