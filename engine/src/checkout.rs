@@ -199,26 +199,28 @@ impl PlanInputs {
 }
 
 impl PlanMemo {
-    fn plan(
-        &mut self,
+    /// The plan for `request`: the memo's when it has one for the same inputs, else `plan()`'s,
+    /// kept in the memo once a second request asks for the same. Lent, not copied: the
+    /// reservation and its holds are built from it.
+    fn plan<'m>(
+        &'m mut self,
         request: &ReserveRequest,
         now: Timestamp,
         plan: impl FnOnce() -> Result<PlanOutcome, PlanError>,
-    ) -> Result<PlanOutcome, PlanError> {
+        fresh: &'m mut Option<PlanOutcome>,
+    ) -> Result<&'m PlanOutcome, PlanError> {
+        let same = matches!(&self.last, Some((inputs, _)) if inputs.matches(request, now));
+        if !same {
+            self.last = Some((PlanInputs::of(request, now), None));
+            return Ok(fresh.insert(plan()?));
+        }
         match &mut self.last {
-            Some((inputs, Some(outcome))) if inputs.matches(request, now) => {
+            Some((_, Some(outcome))) => {
                 self.hits += 1;
-                Ok(outcome.clone())
-            }
-            Some((inputs, kept @ None)) if inputs.matches(request, now) => {
-                let outcome = plan()?;
-                *kept = Some(outcome.clone());
                 Ok(outcome)
             }
-            _ => {
-                self.last = Some((PlanInputs::of(request, now), None));
-                plan()
-            }
+            Some((_, kept)) => Ok(kept.insert(plan()?)),
+            None => Ok(fresh.insert(plan()?)),
         }
     }
 }
@@ -278,13 +280,14 @@ pub fn prepare_with<V: AvailabilityView + ?Sized>(
     };
     let expires_at = now.plus_seconds(request.ttl_seconds);
     let planned = || plan(ctx.rules, ctx.network, ctx.view, &plan_request);
+    let mut fresh = None;
     let outcome = match memo {
-        Some(memo) => memo.plan(request, now, planned)?,
-        None => planned()?,
+        Some(memo) => memo.plan(request, now, planned, &mut fresh)?,
+        None => fresh.insert(planned()?),
     };
     match outcome {
         PlanOutcome::Planned(plan) => {
-            let holds = hold_requests(&plan, id, expires_at);
+            let holds = hold_requests(plan, id, expires_at);
             let reservation = reservation_from_plan(id, request, &lines, plan, now, expires_at);
             Ok(Prepared::Reserve {
                 reservation: Arc::new(reservation),
@@ -293,7 +296,7 @@ pub fn prepare_with<V: AvailabilityView + ?Sized>(
         }
         PlanOutcome::Insufficient { shortages, .. } => Ok(Prepared::Insufficient(
             shortages
-                .into_iter()
+                .iter()
                 .map(|s| LineShortage {
                     sku: ctx
                         .skus
@@ -341,7 +344,7 @@ fn reservation_from_plan(
     id: ReservationId,
     request: &ReserveRequest,
     lines: &[PlanLine<'_>],
-    plan: SourcingPlan,
+    plan: &SourcingPlan,
     now: Timestamp,
     expires_at: Timestamp,
 ) -> Reservation {
@@ -372,7 +375,7 @@ fn reservation_from_plan(
         expires_at,
         status: ReservationStatus::Held,
         order: None,
-        explanation: plan.explanation,
+        explanation: plan.explanation.clone(),
         idempotency: request.idempotency.clone(),
     }
 }
