@@ -359,7 +359,7 @@ fn hold_requests(inventory: &StockPointInventory, rng: &mut SplitMix64) -> Vec<H
         used[sku.index()] = true;
         out.push(HoldRequest {
             reservation: ReservationId(out.len() as u64 + 1),
-            lines: vec![StockLine {
+            lines: smallvec::smallvec![StockLine {
                 sku,
                 qty: Qty(1),
                 source: Source::OnHand,

@@ -331,7 +331,7 @@ pub fn hold_requests(
                 a.stock_point,
                 HoldRequest {
                     reservation,
-                    lines: vec![line],
+                    lines: smallvec::smallvec![line],
                     expires_at,
                 },
             )),

@@ -7,6 +7,7 @@
 //! mutates, and it is the same live and on replay.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::expiry::ExpiryIndex;
 use crate::hash::{FxHashMap, SeqHashMap};
@@ -131,11 +132,14 @@ pub struct StockLine {
     pub source: Source,
 }
 
+/// A hold's lines: a flash sale's hold has one.
+pub type HeldLines = SmallVec<[StockLine; 1]>;
+
 /// A checkout hold at this stock point: the part of one reservation that this stock point serves.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Hold {
     pub reservation: ReservationId,
-    pub lines: Vec<StockLine>,
+    pub lines: HeldLines,
     pub expires_at: Timestamp,
 }
 
@@ -230,7 +234,7 @@ pub enum StockEvent {
 #[derive(Clone, Debug)]
 pub struct HoldRequest {
     pub reservation: ReservationId,
-    pub lines: Vec<StockLine>,
+    pub lines: HeldLines,
     pub expires_at: Timestamp,
 }
 
@@ -428,14 +432,14 @@ impl StockPointInventory {
     pub fn decide_allocate(&self, order: OrderId, lines: Vec<StockLine>) -> HoldOutcome {
         let probe = HoldRequest {
             reservation: ReservationId(u64::MAX),
-            lines,
+            lines: lines.into(),
             expires_at: Timestamp(0),
         };
         match self.decide_hold(&probe) {
             HoldOutcome::Placed(_) | HoldOutcome::AlreadyHeld => {
                 HoldOutcome::Placed(StockEvent::Allocated {
                     order,
-                    lines: probe.lines,
+                    lines: probe.lines.into_vec(),
                 })
             }
             insufficient => insufficient,
@@ -715,7 +719,15 @@ impl StockPointInventory {
             convert_to_on_hand(lines, sku, &mut allocated_left);
         }
         for hold in self.holds.values_mut() {
-            convert_to_on_hand(&mut hold.lines, sku, &mut held_left);
+            if held_left.is_zero() {
+                break;
+            }
+            let converts = |l: &StockLine| l.sku == sku && l.source == Source::Incoming;
+            if hold.lines.iter().any(converts) {
+                let mut lines = hold.lines.to_vec();
+                convert_to_on_hand(&mut lines, sku, &mut held_left);
+                hold.lines = lines.into();
+            }
         }
         debug_assert!(allocated_left.is_zero() && held_left.is_zero());
     }
@@ -872,7 +884,7 @@ mod tests {
     fn request(reservation: u64, qty: u64, expires_at: u64) -> HoldRequest {
         HoldRequest {
             reservation: ReservationId(reservation),
-            lines: vec![StockLine {
+            lines: smallvec::smallvec![StockLine {
                 sku: A,
                 qty: Qty(qty),
                 source: Source::OnHand,
@@ -1039,7 +1051,7 @@ mod tests {
         });
         let backorder = HoldRequest {
             reservation: ReservationId(1),
-            lines: vec![StockLine {
+            lines: smallvec::smallvec![StockLine {
                 sku: A,
                 qty: Qty(3),
                 source: Source::Incoming,

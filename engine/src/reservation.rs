@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::expiry::ExpiryIndex;
 use crate::hash::{FxHashMap, SeqHashMap};
@@ -50,8 +51,14 @@ pub struct ReservedLine {
     pub sku: SkuId,
     /// What the checkout asked for; with partial plans the allocations may add up to less.
     pub requested: Qty,
-    pub allocations: Vec<ReservedAllocation>,
+    pub allocations: ReservedAllocations,
 }
+
+/// A line's allocations: nearly always one (a line split over stock points has more).
+pub type ReservedAllocations = SmallVec<[ReservedAllocation; 1]>;
+
+/// A reservation's lines: a flash sale's checkout has one.
+pub type ReservedLines = SmallVec<[ReservedLine; 1]>;
 
 impl ReservedLine {
     pub fn reserved(&self) -> Qty {
@@ -64,7 +71,7 @@ pub struct Reservation {
     pub id: ReservationId,
     pub channel: Channel,
     pub customer_ref: Option<String>,
-    pub lines: Vec<ReservedLine>,
+    pub lines: ReservedLines,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub status: ReservationStatus,
@@ -391,10 +398,10 @@ mod tests {
             id: ReservationId(id),
             channel: Channel::Web,
             customer_ref: customer.map(str::to_owned),
-            lines: vec![ReservedLine {
+            lines: smallvec::smallvec![ReservedLine {
                 sku: SkuId(0),
                 requested: Qty(qty),
-                allocations: vec![ReservedAllocation {
+                allocations: smallvec::smallvec![ReservedAllocation {
                     stock_point: StockPointId(0),
                     qty: Qty(qty),
                     source: Source::OnHand,

@@ -47,7 +47,8 @@ fn main() {
                 stock_point: StockPointId((i % 50) as u32),
                 qty: Qty(qty),
                 source: Source::OnHand,
-            }],
+            }]
+            .into(),
         };
         let reservation = Reservation {
             id: ReservationId(i),
@@ -56,7 +57,8 @@ fn main() {
             lines: vec![
                 line((i % 100_000) as u32, 1),
                 line(((i * 7) % 100_000) as u32 + 1, 2),
-            ],
+            ]
+            .into(),
             created_at: Timestamp(1_700_000_000_000 + i),
             expires_at: Timestamp(1_700_000_600_000 + i),
             status: ReservationStatus::Held,
