@@ -380,6 +380,30 @@ impl ReservationBook {
 mod tests {
     use super::*;
 
+    /// The log and snapshots written before lines were stored inline read back, and new ones
+    /// read in an older build: inline or not, lines encode exactly as a `Vec` does.
+    #[test]
+    fn inline_lines_encode_exactly_as_a_vec_does() {
+        let config = bincode::config::standard();
+        let allocation = |sp: u32| ReservedAllocation {
+            stock_point: StockPointId(sp),
+            qty: Qty(u64::from(sp) + 1),
+            source: Source::OnHand,
+        };
+        for n in 0..4 {
+            let as_vec: Vec<ReservedAllocation> = (0..n).map(allocation).collect();
+            let inline: ReservedAllocations = (0..n).map(allocation).collect();
+            let bytes = bincode::serde::encode_to_vec(&inline, config).expect("encodes");
+            assert_eq!(
+                bytes,
+                bincode::serde::encode_to_vec(&as_vec, config).expect("encodes")
+            );
+            let (back, _): (ReservedAllocations, usize) =
+                bincode::serde::decode_from_slice(&bytes, config).expect("decodes");
+            assert_eq!(back, inline);
+        }
+    }
+
     #[test]
     fn a_status_name_is_the_one_serde_writes() {
         for status in [
