@@ -597,10 +597,7 @@ impl OrchestratorState {
         now: Timestamp,
         memo: Option<&mut PlanMemo>,
         answer: impl FnOnce(Answer<Arc<Reservation>>),
-    ) -> Option<(
-        Arc<Reservation>,
-        Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
-    )> {
+    ) -> Option<(Arc<Reservation>, conductor_engine::checkout::HoldRequests)> {
         let ctx = CheckoutContext {
             skus: &self.skus,
             network: &self.network,
@@ -654,7 +651,7 @@ impl OrchestratorState {
         request: ReserveRequest,
         attempt: u32,
         reservation: Arc<Reservation>,
-        holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
+        holds: conductor_engine::checkout::HoldRequests,
         answer: Reply<Answer<Arc<Reservation>>>,
     ) {
         let outstanding: Vec<StockPointId> = holds.iter().map(|(sp, _)| *sp).collect();
@@ -705,7 +702,7 @@ impl OrchestratorState {
         request: ReserveRequest,
         attempt: u32,
         reservation: Arc<Reservation>,
-        holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
+        holds: conductor_engine::checkout::HoldRequests,
         answer: Reply<Answer<Arc<Reservation>>>,
         now: Timestamp,
     ) {
@@ -744,7 +741,7 @@ impl OrchestratorState {
         request: ReserveRequest,
         attempt: u32,
         reservation: Arc<Reservation>,
-        mut holds: Vec<(StockPointId, conductor_engine::inventory::HoldRequest)>,
+        mut holds: conductor_engine::checkout::HoldRequests,
         answer: Reply<Answer<Arc<Reservation>>>,
         now: Timestamp,
     ) -> Option<(StockPointId, BatchedHold)> {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::idempotency::IdempotencyKey;
 use crate::ids::{Code, FulfilmentId, Interner, OrderId, Qty, ReservationId, SkuId, StockPointId};
@@ -116,7 +117,7 @@ pub enum Prepared {
     /// Place these holds, then record the reservation.
     Reserve {
         reservation: Arc<Reservation>,
-        holds: Vec<(StockPointId, HoldRequest)>,
+        holds: HoldRequests,
     },
     Insufficient(Vec<LineShortage>),
     LimitExceeded(ReservationRefusal),
@@ -237,7 +238,7 @@ pub fn prepare_with<V: AvailabilityView + ?Sized>(
     // A SKU nobody ever stocked has nothing available anywhere: no need to plan. Each code is
     // looked up once.
     let mut unknown = Vec::new();
-    let mut lines: Vec<PlanLine<'_>> = Vec::with_capacity(request.lines.len());
+    let mut lines: SmallVec<[PlanLine<'_>; 1]> = SmallVec::with_capacity(request.lines.len());
     for (code, qty) in &request.lines {
         match ctx.skus.get(code.as_str()) {
             Some(sku) => lines.push(PlanLine {
@@ -312,13 +313,16 @@ pub fn prepare_with<V: AvailabilityView + ?Sized>(
     }
 }
 
+/// A reservation's hold requests, one per stock point: most reservations have one.
+pub type HoldRequests = SmallVec<[(StockPointId, HoldRequest); 1]>;
+
 /// One hold request per stock point in the plan.
 pub fn hold_requests(
     plan: &SourcingPlan,
     reservation: ReservationId,
     expires_at: Timestamp,
-) -> Vec<(StockPointId, HoldRequest)> {
-    let mut out: Vec<(StockPointId, HoldRequest)> = Vec::new();
+) -> HoldRequests {
+    let mut out = HoldRequests::new();
     for a in &plan.allocations {
         let line = StockLine {
             sku: a.sku,
