@@ -762,7 +762,6 @@ impl OrchestratorState {
         };
         let me = myself.clone();
         let settled = self.settled.clone();
-        let request = Box::new(request);
         let on_answer = move |outcome: HoldAnswer| {
             let message = match outcome {
                 HoldAnswer::Placed => {
@@ -773,7 +772,7 @@ impl OrchestratorState {
                 }
                 HoldAnswer::Insufficient(shortages) => OrchestratorMsg::Lost {
                     id,
-                    request,
+                    request: Box::new(request),
                     attempt,
                     shortages,
                     answer,
