@@ -1,6 +1,6 @@
 //! One-shot callbacks: [`split`] lets a callback be handed to someone who may refuse it (the
 //! log, a full mailbox) and still be called here in that case; [`join`] runs a callback once
-//! several parts have finished.
+//! several parts have finished (or one that will never report has failed them all).
 
 use std::sync::{Arc, Mutex};
 
@@ -65,12 +65,22 @@ impl<E> Clone for Join<E> {
 impl<E: Send + 'static> Join<E> {
     /// One part finished; the last one runs `done`.
     pub fn done(&self, result: Result<(), E>) {
+        self.finish(result, false);
+    }
+
+    /// Ends the wait with `error` (unless an earlier part failed first) without waiting for
+    /// the parts still to come: one of them will never report (the log refused an append).
+    pub fn fail(&self, error: E) {
+        self.finish(Err(error), true);
+    }
+
+    fn finish(&self, result: Result<(), E>, all: bool) {
         let finished = {
             let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(error) = result {
                 state.error.get_or_insert(error);
             }
-            state.left = state.left.saturating_sub(1);
+            state.left = if all { 0 } else { state.left.saturating_sub(1) };
             if state.left == 0 {
                 state.done.take().map(|done| (done, state.error.take()))
             } else {
@@ -80,5 +90,39 @@ impl<E: Send + 'static> Join<E> {
         if let Some((done, error)) = finished {
             done(error.map_or(Ok(()), Err));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Seen = Arc<Mutex<Vec<Result<(), &'static str>>>>;
+
+    fn recorder() -> (Seen, impl FnOnce(Result<(), &'static str>) + Send + 'static) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        (seen, move |r| into.lock().unwrap().push(r))
+    }
+
+    #[test]
+    fn a_join_runs_once_the_last_part_is_done_with_the_first_error() {
+        let (seen, done) = recorder();
+        let join = join(3, done);
+        join.done(Ok(()));
+        join.done(Err("first"));
+        assert!(seen.lock().unwrap().is_empty());
+        join.done(Err("second"));
+        assert_eq!(*seen.lock().unwrap(), vec![Err("first")]);
+    }
+
+    #[test]
+    fn a_failed_join_runs_at_once_and_ignores_the_parts_that_come_after() {
+        let (seen, done) = recorder();
+        let join = join(2, done);
+        join.fail("refused");
+        assert_eq!(*seen.lock().unwrap(), vec![Err("refused")]);
+        join.done(Ok(()));
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }

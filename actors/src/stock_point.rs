@@ -426,18 +426,27 @@ impl StockPointState {
         touched.sort();
         touched.dedup();
         events.extend(also);
-        let (done_tx, done_rx) = crate::once::split(done);
+        // Answered once the record is durable and the board shows the change, whichever comes
+        // last: the acknowledgement can overtake this actor, and a caller who reads or plans
+        // against the board after the answer must see what it was told is done.
+        let answer = crate::once::join(2, done);
+        let for_log = answer.clone();
         let appended = self.log.try_append(events, move |r| {
-            done_tx(r.map(|_| ()).map_err(CommandError::from));
+            for_log.done(r.map(|_| ()).map_err(CommandError::from));
         });
         if let Err(error) = appended {
-            done_rx(Err(CommandError::from(error)));
+            answer.fail(CommandError::from(error));
             return;
         }
         for event in &changes {
             self.inventory.apply(event);
         }
-        for sku in touched {
+        self.publish(touched);
+        answer.done(Ok(()));
+    }
+
+    fn publish(&self, skus: Vec<SkuId>) {
+        for sku in skus {
             if let Some(position) = self.inventory.position(sku) {
                 self.board.publish(self.inventory.id, sku, position);
             }
@@ -479,7 +488,8 @@ impl StockPointState {
         }
         touched.sort();
         touched.dedup();
-        let (for_log, here) = crate::once::split(move |r: Result<(), CommandError>| {
+        // Answered once durable and published, as in `commit`.
+        let answer = crate::once::join(2, move |r: Result<(), CommandError>| {
             for answer in answers {
                 answer(match &r {
                     Ok(()) => HoldAnswer::Placed,
@@ -487,22 +497,25 @@ impl StockPointState {
                 });
             }
         });
-        let appended = self.log.try_append(events, move |r| {
-            for_log(r.map(|_| ()).map_err(CommandError::from));
-        });
-        if let Err(error) = appended {
+        let for_log = answer.clone();
+        let refused = self
+            .log
+            .try_append(events, move |r| {
+                for_log.done(r.map(|_| ()).map_err(CommandError::from));
+            })
+            .err();
+        if refused.is_some() {
             for reservation in placed.into_iter().rev() {
                 self.inventory.apply(&StockEvent::HoldReleased {
                     reservation,
                     reason: ReleaseReason::RolledBack,
                 });
             }
-            here(Err(CommandError::from(error)));
         }
-        for sku in touched {
-            if let Some(position) = self.inventory.position(sku) {
-                self.board.publish(self.inventory.id, sku, position);
-            }
+        self.publish(touched);
+        match refused {
+            None => answer.done(Ok(())),
+            Some(error) => answer.fail(CommandError::from(error)),
         }
     }
 

@@ -41,6 +41,33 @@ async fn a_flash_sale_sells_exactly_the_stock_to_concurrent_buyers() {
     c.shutdown().await;
 }
 
+/// The log's acknowledgement can reach the caller before the stock point actor has published
+/// the change (CI once saw a reservation refused right after its stock was set): every answer
+/// waits for both, so what a caller was told is done is on the board the storefront and the
+/// planner read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_caller_is_told_is_done_is_on_the_board_when_it_hears_back() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    let on_board = |field: fn(&conductor_actors::board::Figures) -> Qty| {
+        c.board().with_figures(a, |figures| {
+            figures.iter().find(|f| f.stock_point == wh1).map(field)
+        })
+    };
+    for n in 1..=200u64 {
+        stock(&c, wh1, a, n).await;
+        assert_eq!(on_board(|f| f.on_hand), Some(Qty(n)), "after setting {n}");
+        c.reserve(request(&[("A", 1)]))
+            .await
+            .expect("no error")
+            .expect("held");
+        assert_eq!(on_board(|f| f.held), Some(Qty(n)), "after hold {n}");
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_expire_once_and_their_units_come_back() {
     let system = start().await;

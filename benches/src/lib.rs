@@ -94,3 +94,37 @@ impl Default for Latencies {
         Latencies::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_recorded_on_several_threads_merge_into_one_histogram() {
+        let latencies = Latencies::new();
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let latencies = &latencies;
+                scope.spawn(move || {
+                    latencies.record(100 * (t + 1));
+                    latencies.record_n(1_000, 10);
+                });
+            }
+        });
+        let all = latencies.merged();
+        assert_eq!(all.len(), 44);
+        assert_eq!(all.count_at(1_000), 40);
+        assert_eq!(all.min(), 100);
+    }
+
+    #[test]
+    fn a_latency_beyond_the_bound_is_saturated_and_zero_counts_as_one_microsecond() {
+        let latencies = Latencies::new();
+        latencies.record(0);
+        latencies.record(LATENCY_US_MAX * 10);
+        let all = latencies.merged();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all.min(), 1);
+        assert!(all.max() >= LATENCY_US_MAX);
+    }
+}
