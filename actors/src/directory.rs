@@ -78,14 +78,8 @@ impl<M: ractor::Message> Directory<M> {
         id: StockPointId,
         message: impl FnOnce(Ticket) -> M,
     ) -> Result<(), CommandError> {
-        let handle = self.get(id).ok_or_else(|| {
-            CommandError::Unavailable(format!("actor of stock point {id:?} is down"))
-        })?;
-        let ticket = handle.gate.ticket()?;
-        handle
-            .actor
-            .send_message(message(ticket))
-            .map_err(|_| CommandError::Unavailable(format!("actor of stock point {id:?} stopped")))
+        self.send_with(id, (), |(), ticket| message(ticket))
+            .map_err(|(error, _)| error)
     }
 
     /// As [`Self::send`], building the message from `payload` once a ticket is in hand. When

@@ -19,6 +19,7 @@ use crate::board::Board;
 use crate::clock::Clock;
 use crate::error::{Answer, CommandError, Refusal};
 use crate::mailbox::Ticket;
+use crate::once::Join;
 use crate::Log;
 
 /// A one-shot answer, run where the answer becomes known (often on the log's acks thread):
@@ -426,16 +427,9 @@ impl StockPointState {
         touched.sort();
         touched.dedup();
         events.extend(also);
-        // Answered once the record is durable and the board shows the change, whichever comes
-        // last: the acknowledgement can overtake this actor, and a caller who reads or plans
-        // against the board after the answer must see what it was told is done.
         let answer = crate::once::join(2, done);
-        let for_log = answer.clone();
-        let appended = self.log.try_append(events, move |r| {
-            for_log.done(r.map(|_| ()).map_err(CommandError::from));
-        });
-        if let Err(error) = appended {
-            answer.fail(CommandError::from(error));
+        if let Err(error) = self.append(events, &answer) {
+            answer.fail(error);
             return;
         }
         for event in &changes {
@@ -443,6 +437,20 @@ impl StockPointState {
         }
         self.publish(touched);
         answer.done(Ok(()));
+    }
+
+    /// Hands `events` to the log as `answer`'s first part; the second is this actor's, once the
+    /// board shows the change. The answer waits for both, whichever comes last: the log's
+    /// acknowledgement can overtake this actor, and a caller who reads or plans against the
+    /// board after the answer must see what it was told is done. If the log refuses, its part
+    /// never comes: the caller fails the answer.
+    fn append(&self, events: Vec<Event>, answer: &Join<CommandError>) -> Result<(), CommandError> {
+        let for_log = answer.clone();
+        self.log
+            .try_append(events, move |r| {
+                for_log.done(r.map(|_| ()).map_err(CommandError::from));
+            })
+            .map_err(CommandError::from)
     }
 
     fn publish(&self, skus: Vec<SkuId>) {
@@ -488,7 +496,6 @@ impl StockPointState {
         }
         touched.sort();
         touched.dedup();
-        // Answered once durable and published, as in `commit`.
         let answer = crate::once::join(2, move |r: Result<(), CommandError>| {
             for answer in answers {
                 answer(match &r {
@@ -497,13 +504,7 @@ impl StockPointState {
                 });
             }
         });
-        let for_log = answer.clone();
-        let refused = self
-            .log
-            .try_append(events, move |r| {
-                for_log.done(r.map(|_| ()).map_err(CommandError::from));
-            })
-            .err();
+        let refused = self.append(events, &answer).err();
         if refused.is_some() {
             for reservation in placed.into_iter().rev() {
                 self.inventory.apply(&StockEvent::HoldReleased {
@@ -515,7 +516,7 @@ impl StockPointState {
         self.publish(touched);
         match refused {
             None => answer.done(Ok(())),
-            Some(error) => answer.fail(CommandError::from(error)),
+            Some(error) => answer.fail(error),
         }
     }
 

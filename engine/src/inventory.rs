@@ -719,15 +719,7 @@ impl StockPointInventory {
             convert_to_on_hand(lines, sku, &mut allocated_left);
         }
         for hold in self.holds.values_mut() {
-            if held_left.is_zero() {
-                break;
-            }
-            let converts = |l: &StockLine| l.sku == sku && l.source == Source::Incoming;
-            if hold.lines.iter().any(converts) {
-                let mut lines = hold.lines.to_vec();
-                convert_to_on_hand(&mut lines, sku, &mut held_left);
-                hold.lines = lines.into();
-            }
+            convert_to_on_hand(&mut hold.lines, sku, &mut held_left);
         }
         debug_assert!(allocated_left.is_zero() && held_left.is_zero());
     }
@@ -840,8 +832,25 @@ impl StockPointInventory {
     }
 }
 
+/// Stock lines edited in place: an allocation's (`Vec`) or a hold's (`HeldLines`).
+trait StockLines: std::ops::DerefMut<Target = [StockLine]> + Extend<StockLine> {
+    fn drop_empty(&mut self);
+}
+
+impl StockLines for Vec<StockLine> {
+    fn drop_empty(&mut self) {
+        self.retain(|l| !l.qty.is_zero());
+    }
+}
+
+impl StockLines for HeldLines {
+    fn drop_empty(&mut self) {
+        self.retain(|l| !l.qty.is_zero());
+    }
+}
+
 /// Turns up to `left` units of `sku` in `lines` from incoming to on-hand.
-fn convert_to_on_hand(lines: &mut Vec<StockLine>, sku: SkuId, left: &mut Qty) {
+fn convert_to_on_hand(lines: &mut impl StockLines, sku: SkuId, left: &mut Qty) {
     if left.is_zero() {
         return;
     }
@@ -862,7 +871,7 @@ fn convert_to_on_hand(lines: &mut Vec<StockLine>, sku: SkuId, left: &mut Qty) {
             source: Source::OnHand,
         });
     }
-    lines.retain(|l| !l.qty.is_zero());
+    lines.drop_empty();
     lines.extend(converted);
 }
 
