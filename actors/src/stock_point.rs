@@ -2,6 +2,7 @@
 //! engine, hands the event to the log, applies it in memory, publishes the new figures to the
 //! board, and answers only when the log says the event is durable.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,9 @@ pub fn reply_or<T: Send + 'static>(
     f: impl FnOnce(T) + Send + 'static,
     if_dropped: impl FnOnce() -> T + Send + 'static,
 ) -> Reply<T> {
-    let guard = AnswerOnDrop(Some((Box::new(f), Box::new(if_dropped))));
+    // One box: the guard holds both closures inline (a box each cost two more allocations per
+    // hold on the hot path, freed on the log's acks thread).
+    let guard = AnswerOnDrop(Some((f, if_dropped)), PhantomData);
     Box::new(move |answer| guard.answer(answer))
 }
 
@@ -54,11 +57,9 @@ pub fn stopped_before_answering() -> CommandError {
     CommandError::Unavailable("the actor stopped before answering".into())
 }
 
-type OnDrop<T> = Box<dyn FnOnce() -> T + Send>;
+struct AnswerOnDrop<T, F: FnOnce(T), D: FnOnce() -> T>(Option<(F, D)>, PhantomData<fn(T)>);
 
-struct AnswerOnDrop<T>(Option<(Reply<T>, OnDrop<T>)>);
-
-impl<T> AnswerOnDrop<T> {
+impl<T, F: FnOnce(T), D: FnOnce() -> T> AnswerOnDrop<T, F, D> {
     fn answer(mut self, answer: T) {
         if let Some((f, _)) = self.0.take() {
             f(answer);
@@ -66,7 +67,7 @@ impl<T> AnswerOnDrop<T> {
     }
 }
 
-impl<T> Drop for AnswerOnDrop<T> {
+impl<T, F: FnOnce(T), D: FnOnce() -> T> Drop for AnswerOnDrop<T, F, D> {
     fn drop(&mut self) {
         if let Some((f, if_dropped)) = self.0.take() {
             f(if_dropped());
