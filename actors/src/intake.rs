@@ -9,6 +9,7 @@
 //! that rings again. Pushing and taking share one lock, so no push is left without a message
 //! on its way.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use conductor_engine::checkout::ReserveRequest;
@@ -28,7 +29,10 @@ pub type Queued = (ReserveRequest, Reply<Answer<Arc<Reservation>>>);
 
 #[derive(Default)]
 pub struct Intake {
-    queue: Mutex<Vec<Queued>>,
+    /// A ring buffer that keeps its capacity: a queue handed out whole and grown again from
+    /// nothing cost a reallocation per doubling on every collection, and a long one was split
+    /// with a fresh allocation and a copy of the rest on every take.
+    queue: Mutex<VecDeque<Queued>>,
 }
 
 /// Whether a push must send the orchestrator a message.
@@ -41,7 +45,7 @@ pub enum Ring {
 impl Intake {
     /// Queues a reservation; says whether the caller must ring the orchestrator.
     pub fn push(&self, item: Queued) -> Result<Ring, CommandError> {
-        self.admit(1, |queue| queue.push(item))
+        self.admit(1, |queue| queue.push_back(item))
     }
 
     /// Queues reservations together, all or none; says whether the caller must ring.
@@ -52,7 +56,7 @@ impl Intake {
     fn admit(
         &self,
         count: usize,
-        add: impl FnOnce(&mut Vec<Queued>),
+        add: impl FnOnce(&mut VecDeque<Queued>),
     ) -> Result<Ring, CommandError> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if queue.len() + count > INTAKE_DEPTH_MAX {
@@ -67,15 +71,18 @@ impl Intake {
         })
     }
 
-    /// Takes up to [`COLLECT_MAX`] reservations, oldest first, and says whether more remain
+    /// Moves up to [`COLLECT_MAX`] reservations, oldest first, into `out` (the taker's buffer,
+    /// which keeps its capacity from one collection to the next) and says whether more remain
     /// (then the taker must ring itself again: later pushes see a non-empty queue and do not).
-    pub fn take(&self) -> (Vec<Queued>, Ring) {
+    pub fn take_into(&self, out: &mut Vec<Queued>) -> Ring {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.len() <= COLLECT_MAX {
-            return (std::mem::take(&mut *queue), Ring::AlreadyRung);
+        let n = queue.len().min(COLLECT_MAX);
+        out.extend(queue.drain(..n));
+        if queue.is_empty() {
+            Ring::AlreadyRung
+        } else {
+            Ring::Ring
         }
-        let rest = queue.split_off(COLLECT_MAX);
-        (std::mem::replace(&mut *queue, rest), Ring::Ring)
     }
 
     /// Answers everything queued with `why` and empties the intake: what a failed orchestrator
@@ -102,12 +109,18 @@ mod tests {
         (ReserveRequest::web(Vec::new(), n), Box::new(|_| {}))
     }
 
+    fn take(intake: &Intake) -> (Vec<Queued>, Ring) {
+        let mut taken = Vec::new();
+        let more = intake.take_into(&mut taken);
+        (taken, more)
+    }
+
     #[test]
     fn only_the_push_into_an_empty_intake_rings() {
         let intake = Intake::default();
         assert_eq!(intake.push(queued(1)).ok(), Some(Ring::Ring));
         assert_eq!(intake.push(queued(2)).ok(), Some(Ring::AlreadyRung));
-        let (taken, more) = intake.take();
+        let (taken, more) = take(&intake);
         assert_eq!(taken.len(), 2);
         assert_eq!(more, Ring::AlreadyRung);
         assert_eq!(intake.push(queued(3)).ok(), Some(Ring::Ring));
@@ -119,11 +132,11 @@ mod tests {
         for n in 0..(COLLECT_MAX as u64 + 10) {
             assert!(intake.push(queued(n)).is_ok());
         }
-        let (first, more) = intake.take();
+        let (first, more) = take(&intake);
         assert_eq!(first.len(), COLLECT_MAX);
         assert_eq!(first[0].0.ttl_seconds, 0);
         assert_eq!(more, Ring::Ring);
-        let (second, more) = intake.take();
+        let (second, more) = take(&intake);
         assert_eq!(second.len(), 10);
         assert_eq!(second[0].0.ttl_seconds, COLLECT_MAX as u64);
         assert_eq!(more, Ring::AlreadyRung);
@@ -139,7 +152,7 @@ mod tests {
             Err(CommandError::Busy(_))
         ));
         assert_eq!(intake.depth(), 1);
-        let (taken, _) = intake.take();
+        let (taken, _) = take(&intake);
         assert_eq!(taken.len(), 1);
         assert_eq!(
             intake.push_all((0..3).map(queued).collect()).ok(),

@@ -33,7 +33,7 @@ use crate::board::Board;
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::error::{invalid, Answer, CommandError, Refusal};
-use crate::intake::{Intake, Ring};
+use crate::intake::{Intake, Queued, Ring};
 use crate::mailbox::Ticket;
 use crate::stock_point::{
     reply, reply_or, reply_or_unavailable, BatchedHold, HoldAnswer, Reply, StockCommand,
@@ -246,6 +246,8 @@ pub struct OrchestratorState {
     clock: Arc<dyn Clock>,
     downstream: Arc<dyn Downstream>,
     intake: Arc<Intake>,
+    /// The buffer a collection is taken into; empty between collections, capacity kept.
+    collected: Vec<Queued>,
     settled: Arc<Settled>,
     pending: FxHashMap<ReservationId, Pending>,
     /// Units of single-stock-point reservations still being placed, per customer, so that
@@ -284,6 +286,7 @@ impl Actor for Orchestrator {
             clock: args.clock,
             downstream: args.downstream,
             intake: args.intake,
+            collected: Vec::new(),
             settled: Arc::default(),
             pending: FxHashMap::default(),
             customer_pending: FxHashMap::default(),
@@ -321,12 +324,13 @@ impl Actor for Orchestrator {
                 // yield a take held 1.6 requests on average, with it 28 to 36 (actor-holds,
                 // hot SKU, 256 requesters). Yielding lets the queue fill; it costs one poll.
                 tokio::task::yield_now().await;
-                let (requests, more) = state.intake.take();
-                if more == Ring::Ring {
+                let mut requests = std::mem::take(&mut state.collected);
+                if state.intake.take_into(&mut requests) == Ring::Ring {
                     // Stopping means the system is going down; the callers time out.
                     let _ = myself.send_message(OrchestratorMsg::Collect);
                 }
-                state.reserve_batch(&myself, requests);
+                state.reserve_batch(&myself, requests.drain(..));
+                state.collected = requests;
             }
             OrchestratorMsg::HoldAnswered {
                 id,
@@ -799,7 +803,7 @@ impl OrchestratorState {
     fn reserve_batch(
         &mut self,
         myself: &ActorRef<OrchestratorMsg>,
-        requests: Vec<(ReserveRequest, Reply<Answer<Arc<Reservation>>>)>,
+        requests: impl Iterator<Item = Queued>,
     ) {
         let now = self.now();
         // Identical requests of one collection are planned once: a plan is advice that the
