@@ -11,6 +11,7 @@ use conductor_engine::inventory::{
     AdjustReason, Adjustment, HoldOutcome, HoldRequest, Incoming, ReleaseReason, StockEvent,
     StockLine, StockPointInventory, StockRefusal, StockShortage,
 };
+use conductor_engine::reservation::ReservationEvent;
 use conductor_engine::state::Event;
 use conductor_engine::time::Timestamp;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -478,12 +479,7 @@ impl StockPointState {
                     self.touched(&event, &mut touched);
                     self.inventory.apply(&event);
                     placed.push(hold.request.reservation);
-                    events.push(Event::Stock {
-                        stock_point: self.inventory.id,
-                        at: now,
-                        event,
-                    });
-                    events.extend(hold.also);
+                    self.log_hold(now, event, hold.also, &mut events);
                     answers.push(hold.answer);
                 }
                 HoldOutcome::AlreadyHeld => (hold.answer)(HoldAnswer::Placed),
@@ -518,6 +514,39 @@ impl StockPointState {
         match refused {
             None => answer.done(Ok(())),
             Some(error) => answer.fail(error),
+        }
+    }
+
+    /// Adds the log's record of a placed hold and of the event that rides with it to `events`:
+    /// one [`Event::Reserved`] when the hold is exactly its reservation's hold here (a
+    /// reservation served by this stock point alone, the hot path), the two events otherwise.
+    fn log_hold(
+        &self,
+        now: Timestamp,
+        event: StockEvent,
+        also: Option<Event>,
+        events: &mut Vec<Event>,
+    ) {
+        let stock_point = self.inventory.id;
+        match (event, also) {
+            (
+                StockEvent::HoldPlaced(hold),
+                Some(Event::Reservation {
+                    event: ReservationEvent::Created(reservation),
+                    ..
+                }),
+            ) if reservation.hold_at(stock_point) == hold => events.push(Event::Reserved {
+                stock_point,
+                reservation,
+            }),
+            (event, also) => {
+                events.push(Event::Stock {
+                    stock_point,
+                    at: now,
+                    event,
+                });
+                events.extend(also);
+            }
         }
     }
 

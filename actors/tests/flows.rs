@@ -68,6 +68,26 @@ async fn what_a_caller_is_told_is_done_is_on_the_board_when_it_hears_back() {
     c.shutdown().await;
 }
 
+/// The hot path's record: a reservation that one stock point serves is logged as one event
+/// (its hold and its record together), and reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_served_by_one_stock_point_is_one_event_in_the_log() {
+    let system = start().await;
+    let c = system.conductor.clone();
+    let [wh1, ..] = network(&c).await;
+    let a = sku(&c, "A").await;
+    stock(&c, wh1, a, 5).await;
+    let before = c.log_stats().events_written;
+    let r = c.reserve(request(&[("A", 2)])).await.unwrap().unwrap();
+    assert_eq!(c.log_stats().events_written - before, 1);
+    let system = restart(system).await;
+    let c = &system.conductor;
+    let back = c.reservation(r.id).await.unwrap().expect("durable");
+    assert_eq!(back, *r);
+    assert_eq!(available(c, wh1, a).await, 3);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_expire_once_and_their_units_come_back() {
     let system = start().await;

@@ -10,7 +10,7 @@ use crate::expiry::ExpiryIndex;
 use crate::hash::{FxHashMap, SeqHashMap};
 use crate::idempotency::IdempotencyKey;
 use crate::ids::{OrderId, Qty, ReservationId, SkuId, StockPointId};
-use crate::inventory::Source;
+use crate::inventory::{Hold, Source, StockLine};
 use crate::network::Channel;
 use crate::sourcing::Explanation;
 use crate::time::Timestamp;
@@ -84,6 +84,30 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// The hold this reservation places at `sp`: its allocations there, line by line. For a
+    /// reservation served by one stock point this is exactly the hold the checkout asked it for,
+    /// so that the log can record the two as one event ([`crate::state::Event::Reserved`]).
+    pub fn hold_at(&self, sp: StockPointId) -> Hold {
+        Hold {
+            reservation: self.id,
+            lines: self
+                .lines
+                .iter()
+                .flat_map(|line| {
+                    line.allocations
+                        .iter()
+                        .filter(move |a| a.stock_point == sp)
+                        .map(move |a| StockLine {
+                            sku: line.sku,
+                            qty: a.qty,
+                            source: a.source,
+                        })
+                })
+                .collect(),
+            expires_at: self.expires_at,
+        }
+    }
+
     /// The status as of `now`: a held reservation past its expiry is expired even before the
     /// stock points' expiry events are applied.
     pub fn status_at(&self, now: Timestamp) -> ReservationStatus {

@@ -410,6 +410,29 @@ impl Sim {
                 self.stock(*sp, e);
             }
         }
+        if let [(sp, hold)] = &holds[..] {
+            // What a stock point serving the whole reservation logs: the hold and the record as
+            // one event, which must apply as the two would.
+            let expected = reservation.hold_at(*sp);
+            assert_eq!(
+                (&expected.lines, expected.expires_at),
+                (&hold.lines, hold.expires_at),
+                "a one-stock-point reservation's hold is the one its checkout asks for"
+            );
+            match self.state.inventories[sp.index()].decide_hold(hold) {
+                HoldOutcome::Placed(StockEvent::HoldPlaced(placed)) => {
+                    assert_eq!(placed, expected, "the placed hold is the reservation's");
+                    self.emit(Event::Reserved {
+                        stock_point: *sp,
+                        reservation,
+                    });
+                }
+                HoldOutcome::Placed(other) => unreachable!("a hold places a hold: {other:?}"),
+                HoldOutcome::AlreadyHeld => unreachable!("fresh reservation ids"),
+                HoldOutcome::Insufficient(_) => {}
+            }
+            return;
+        }
         let mut placed = Vec::new();
         for (sp, hold) in &holds {
             match self.state.inventories[sp.index()].decide_hold(hold) {
@@ -705,6 +728,7 @@ fn random_operations_reach_holds_orders_shipments_expiries_and_rollbacks() {
                     ..
                 } => "cancel",
                 Event::Order { .. } => "order",
+                Event::Reserved { .. } => "one-stock-point reservation",
                 _ => "other",
             };
             *seen.entry(kind).or_default() += 1;
@@ -713,6 +737,7 @@ fn random_operations_reach_holds_orders_shipments_expiries_and_rollbacks() {
     println!("{seen:?}");
     for kind in [
         "hold",
+        "one-stock-point reservation",
         "expiry",
         "rollback",
         "shipment",

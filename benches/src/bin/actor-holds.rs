@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_actors::orchestrator::StockPointSpec;
 use conductor_actors::error::Answer;
+use conductor_actors::orchestrator::StockPointSpec;
 use conductor_actors::{Conductor, Config};
 use conductor_benches::{process_cpu, Latencies};
 use conductor_engine::checkout::ReserveRequest;
