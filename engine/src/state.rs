@@ -360,8 +360,8 @@ mod tests {
         state
     }
 
-    #[test]
-    fn an_order_id_used_by_an_allocation_alone_is_never_handed_out_again() {
+    /// Stock point 0 with five units of SKU 0 ("A") received.
+    fn with_five_units() -> (State, SkuId) {
         let mut state = with_a_stock_point();
         let sku = SkuId(0);
         state.apply(&Event::SkuDefined {
@@ -377,6 +377,12 @@ mod tests {
                 incoming: None,
             },
         });
+        (state, sku)
+    }
+
+    #[test]
+    fn an_order_id_used_by_an_allocation_alone_is_never_handed_out_again() {
+        let (mut state, sku) = with_five_units();
         // Stock allocated to order 7, whose own record never made it to the log.
         state.apply(&Event::Stock {
             stock_point: StockPointId(0),
@@ -397,21 +403,7 @@ mod tests {
     fn a_reserved_event_applies_as_its_hold_and_its_record_do() {
         use crate::reservation::{ReservedAllocation, ReservedLine};
         use crate::sourcing::Explanation;
-        let mut separate = with_a_stock_point();
-        let sku = SkuId(0);
-        separate.apply(&Event::SkuDefined {
-            sku,
-            code: Code::parse("A").expect("valid"),
-        });
-        separate.apply(&Event::Stock {
-            stock_point: StockPointId(0),
-            at: Timestamp(0),
-            event: StockEvent::Received {
-                sku,
-                qty: Qty(5),
-                incoming: None,
-            },
-        });
+        let (mut separate, sku) = with_five_units();
         let mut together = separate.clone();
         let reservation = Arc::new(Reservation {
             id: ReservationId(41),
