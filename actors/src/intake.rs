@@ -79,6 +79,8 @@ impl Intake {
         let n = queue.len().min(COLLECT_MAX);
         out.extend(queue.drain(..n));
         if queue.is_empty() {
+            // After a burst up to the limit, keep room for one collection, not for the burst.
+            queue.shrink_to(COLLECT_MAX);
             Ring::AlreadyRung
         } else {
             Ring::Ring

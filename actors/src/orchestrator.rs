@@ -492,6 +492,8 @@ impl OrchestratorState {
             self.customer_pending.remove(&reservation.id);
             self.book.insert_created(reservation);
         }
+        // Room for a collection's worth; a burst's peak is given back.
+        settled.shrink_to(crate::intake::COLLECT_MAX);
         self.settling = settled;
     }
 

@@ -84,9 +84,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// The hold this reservation places at `sp`: its allocations there, line by line. For a
-    /// reservation served by one stock point this is exactly the hold the checkout asked it for,
-    /// so that the log can record the two as one event ([`crate::state::Event::Reserved`]).
+    /// The hold this reservation places at `sp`: its allocations there, line by line, in line
+    /// order. For a reservation served by one stock point this is exactly the hold the checkout
+    /// asked it for, so that the log can record the two as one event
+    /// ([`crate::state::Event::Reserved`]). Part of the log's format: a replay derives the hold
+    /// from it, so what it returns for a given reservation must never change (a test pins it).
     pub fn hold_at(&self, sp: StockPointId) -> Hold {
         Hold {
             reservation: self.id,
@@ -403,6 +405,58 @@ impl ReservationBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Event::Reserved` replays its hold through `hold_at`: what it derives is log format.
+    #[test]
+    fn the_hold_derived_from_a_reservation_is_its_allocations_there_in_line_order() {
+        let allocation = |sp: u32, qty: u64, source: Source| ReservedAllocation {
+            stock_point: StockPointId(sp),
+            qty: Qty(qty),
+            source,
+        };
+        let line = |sku: u32, allocations: ReservedAllocations| ReservedLine {
+            sku: SkuId(sku),
+            requested: Qty(allocations.iter().map(|a| a.qty.0).sum()),
+            allocations,
+        };
+        let ReservationEvent::Created(mut reservation) = reservation(9, None, 1, 5_000) else {
+            unreachable!("a created reservation")
+        };
+        Arc::make_mut(&mut reservation).lines = smallvec::smallvec![
+            line(
+                7,
+                smallvec::smallvec![
+                    allocation(1, 2, Source::OnHand),
+                    allocation(0, 1, Source::Incoming)
+                ]
+            ),
+            line(3, smallvec::smallvec![allocation(1, 4, Source::Incoming)]),
+            line(5, smallvec::smallvec![allocation(0, 6, Source::OnHand)]),
+        ];
+        let stock_line = |sku: u32, qty: u64, source: Source| StockLine {
+            sku: SkuId(sku),
+            qty: Qty(qty),
+            source,
+        };
+        let at_1 = reservation.hold_at(StockPointId(1));
+        assert_eq!(at_1.reservation, ReservationId(9));
+        assert_eq!(at_1.expires_at, Timestamp(5_000));
+        assert_eq!(
+            at_1.lines.as_slice(),
+            [
+                stock_line(7, 2, Source::OnHand),
+                stock_line(3, 4, Source::Incoming)
+            ]
+        );
+        assert_eq!(
+            reservation.hold_at(StockPointId(0)).lines.as_slice(),
+            [
+                stock_line(7, 1, Source::Incoming),
+                stock_line(5, 6, Source::OnHand)
+            ]
+        );
+        assert!(reservation.hold_at(StockPointId(2)).lines.is_empty());
+    }
 
     /// The log and snapshots written before lines were stored inline read back, and new ones
     /// read in an older build: inline or not, lines encode exactly as a `Vec` does.
