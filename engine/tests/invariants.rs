@@ -414,7 +414,7 @@ impl Sim {
         // What a stock point serving the whole reservation logs in a batch: the hold and the
         // record as one event, which must apply as the two would. Every other one is logged the
         // two-event way, as a re-plan after a lost race is.
-        if let ([(sp, hold)], true) = (&holds[..], id.0 % 2 == 0) {
+        if let ([(sp, hold)], true) = (&holds[..], id.0.is_multiple_of(2)) {
             let expected = reservation.hold_at(*sp);
             assert_eq!(
                 (&expected.lines, expected.expires_at),
