@@ -701,9 +701,11 @@ impl OrchestratorState {
                 });
             });
             let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
-                request: hold,
-                also: Vec::new(),
-                answer: reply_or(for_sp, lost_hold),
+                hold: BatchedHold {
+                    request: hold,
+                    also: None,
+                    answer: reply_or(for_sp, lost_hold),
+                },
                 ticket,
             });
             if let Err(error) = sent {
@@ -743,9 +745,7 @@ impl OrchestratorState {
         let sent = self
             .directory
             .send_with(sp, hold, |hold, ticket| StockPointMsg::Hold {
-                request: hold.request,
-                also: hold.also.into_iter().collect(),
-                answer: hold.answer,
+                hold,
                 ticket,
             });
         if let Err((error, Some(hold))) = sent {

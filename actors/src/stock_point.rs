@@ -153,12 +153,10 @@ pub struct BatchedHold {
 pub const HOLD_BATCH_MAX: usize = 4_096;
 
 pub enum StockPointMsg {
-    /// Places a hold; `also` are events logged in the same record (the reservation itself,
-    /// when this is the reservation's only stock point), so that one fsync covers both.
+    /// Places one hold, exactly as a batch of one: `hold.also` (the reservation record, when
+    /// this is the reservation's only stock point) is logged in the same record.
     Hold {
-        request: HoldRequest,
-        also: Vec<Event>,
-        answer: Reply<HoldAnswer>,
+        hold: BatchedHold,
         ticket: Ticket,
     },
     /// Many holds in one message, logged as one append: the batch interface of the hot path.
@@ -248,32 +246,13 @@ impl Actor for StockPointActor {
         state: &mut StockPointState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            StockPointMsg::Hold {
-                request,
-                also,
-                answer,
-                ticket,
-            } => {
+            StockPointMsg::Hold { hold, ticket } => {
                 drop(ticket);
-                match state.inventory.decide_hold(&request) {
-                    HoldOutcome::Placed(event) => {
-                        state.commit(vec![event], also, move |r| {
-                            answer(match r {
-                                Ok(()) => HoldAnswer::Placed,
-                                Err(e) => HoldAnswer::Failed(e),
-                            })
-                        });
-                    }
-                    // A retry of a hold already placed: durable since its first answer.
-                    HoldOutcome::AlreadyHeld => answer(HoldAnswer::Placed),
-                    HoldOutcome::Insufficient(shortages) => {
-                        answer(HoldAnswer::Insufficient(shortages))
-                    }
-                }
+                state.hold_batch(std::iter::once(hold));
             }
             StockPointMsg::HoldBatch { holds, ticket } => {
                 drop(ticket);
-                state.hold_batch(holds);
+                state.hold_batch(holds.into_iter());
             }
             StockPointMsg::AllocateHold {
                 reservation,
@@ -466,7 +445,7 @@ impl StockPointState {
     /// Decides and applies each hold in turn (each sees the ones before it), then logs all placed
     /// holds as one append. If the log refuses, the placed holds are taken back out of memory
     /// (they were never logged) and every one is answered with the error.
-    fn hold_batch(&mut self, holds: Vec<BatchedHold>) {
+    fn hold_batch(&mut self, holds: impl ExactSizeIterator<Item = BatchedHold>) {
         debug_assert!(holds.len() <= HOLD_BATCH_MAX);
         let now = self.clock.now();
         let mut events = Vec::with_capacity(holds.len() * 2);

@@ -411,9 +411,9 @@ impl Sim {
                 self.stock(*sp, e);
             }
         }
-        // What a stock point serving the whole reservation logs in a batch: the hold and the
-        // record as one event, which must apply as the two would. Every other one is logged the
-        // two-event way, as a re-plan after a lost race is.
+        // What a stock point serving the whole reservation logs: the hold and the record as one
+        // event, which must apply as the two would. Every other one is logged the two-event way
+        // (what older logs hold, and what a split reservation still logs), so replay covers both.
         if let ([(sp, hold)], true) = (&holds[..], id.0.is_multiple_of(2)) {
             let expected = reservation.hold_at(*sp);
             assert_eq!(
