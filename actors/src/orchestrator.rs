@@ -575,16 +575,7 @@ impl OrchestratorState {
             return;
         };
         if holds.len() == 1 {
-            return self.start_single(
-                myself,
-                id,
-                request,
-                attempt,
-                reservation,
-                holds,
-                answer,
-                now,
-            );
+            return self.start_single(myself, id, request, attempt, reservation, holds, answer);
         }
         self.place_multi(myself, id, request, attempt, reservation, holds, answer);
     }
@@ -703,7 +694,7 @@ impl OrchestratorState {
             let sent = self.directory.send(sp, |ticket| StockPointMsg::Hold {
                 hold: BatchedHold {
                     request: hold,
-                    also: None,
+                    record: None,
                     answer: reply_or(for_sp, lost_hold),
                 },
                 ticket,
@@ -728,18 +719,10 @@ impl OrchestratorState {
         reservation: Arc<Reservation>,
         holds: conductor_engine::checkout::HoldRequests,
         answer: Reply<Answer<Arc<Reservation>>>,
-        now: Timestamp,
     ) {
-        let Some((sp, hold)) = self.single_hold(
-            myself,
-            id,
-            request,
-            attempt,
-            reservation,
-            holds,
-            answer,
-            now,
-        ) else {
+        let Some((sp, hold)) =
+            self.single_hold(myself, id, request, attempt, reservation, holds, answer)
+        else {
             return;
         };
         let sent = self
@@ -765,7 +748,6 @@ impl OrchestratorState {
         reservation: Arc<Reservation>,
         mut holds: conductor_engine::checkout::HoldRequests,
         answer: Reply<Answer<Arc<Reservation>>>,
-        now: Timestamp,
     ) -> Option<(StockPointId, BatchedHold)> {
         let (sp, hold) = holds.pop()?;
         if let Some(customer) = &reservation.customer_ref {
@@ -776,12 +758,9 @@ impl OrchestratorState {
                 .collect();
             self.customer_pending.insert(id, (customer.clone(), units));
         }
-        // Shared with the log event, which the stock point encodes and drops before the answer
-        // comes back, so the answer takes the record back without copying it.
-        let created = Event::Reservation {
-            at: now,
-            event: ReservationEvent::Created(reservation.clone()),
-        };
+        // Shared with the stock point, which logs it and drops it before the answer comes back,
+        // so the answer takes the record back without copying it.
+        let record = Some(reservation.clone());
         let me = myself.clone();
         let settled = self.settled.clone();
         let on_answer = move |outcome: HoldAnswer| {
@@ -812,7 +791,7 @@ impl OrchestratorState {
             sp,
             BatchedHold {
                 request: hold,
-                also: Some(created),
+                record,
                 answer: reply_or(on_answer, lost_hold),
             },
         ))
@@ -853,7 +832,7 @@ impl OrchestratorState {
                 continue;
             }
             if let Some((sp, hold)) =
-                self.single_hold(myself, id, request, 1, reservation, holds, answer, now)
+                self.single_hold(myself, id, request, 1, reservation, holds, answer)
             {
                 let items = per_stock_point.entry(sp).or_default();
                 items.push(hold);

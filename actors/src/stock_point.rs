@@ -11,7 +11,7 @@ use conductor_engine::inventory::{
     AdjustReason, Adjustment, HoldOutcome, HoldRequest, Incoming, ReleaseReason, StockEvent,
     StockLine, StockPointInventory, StockRefusal, StockShortage,
 };
-use conductor_engine::reservation::ReservationEvent;
+use conductor_engine::reservation::{Reservation, ReservationEvent};
 use conductor_engine::state::Event;
 use conductor_engine::time::Timestamp;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -141,11 +141,12 @@ pub enum StockCommand {
 /// Runs once a record is durable, on the log's acks thread: keep it cheap.
 pub type OnDurable = Box<dyn FnOnce() + Send + 'static>;
 
-/// One hold of a [`StockPointMsg::HoldBatch`], with its own record events and answer.
+/// One hold of a [`StockPointMsg::HoldBatch`], with its answer.
 pub struct BatchedHold {
     pub request: HoldRequest,
-    /// Logged in the hold's record: the reservation, when this is its only stock point.
-    pub also: Option<Event>,
+    /// The reservation's record, when this is its only stock point: logged in the hold's
+    /// record, so that one fsync covers both.
+    pub record: Option<Arc<Reservation>>,
     pub answer: Reply<HoldAnswer>,
 }
 
@@ -153,8 +154,7 @@ pub struct BatchedHold {
 pub const HOLD_BATCH_MAX: usize = 4_096;
 
 pub enum StockPointMsg {
-    /// Places one hold, exactly as a batch of one: `hold.also` (the reservation record, when
-    /// this is the reservation's only stock point) is logged in the same record.
+    /// Places one hold, exactly as a batch of one.
     Hold {
         hold: BatchedHold,
         ticket: Ticket,
@@ -458,7 +458,7 @@ impl StockPointState {
                     self.touched(&event, &mut touched);
                     self.inventory.apply(&event);
                     placed.push(hold.request.reservation);
-                    self.log_hold(now, event, hold.also, &mut events);
+                    self.log_hold(now, event, hold.record, &mut events);
                     answers.push(hold.answer);
                 }
                 HoldOutcome::AlreadyHeld => (hold.answer)(HoldAnswer::Placed),
@@ -496,35 +496,37 @@ impl StockPointState {
         }
     }
 
-    /// Adds the log's record of a placed hold and of the event that rides with it to `events`:
-    /// one [`Event::Reserved`] when the hold is exactly its reservation's hold here (a
-    /// reservation served by this stock point alone, the hot path), the two events otherwise.
+    /// Adds the log's record of a placed hold, and of the reservation record that rides with
+    /// it, to `events`: one [`Event::Reserved`] when the hold is exactly the reservation's hold
+    /// here (a reservation served by this stock point alone, the hot path), two events
+    /// otherwise.
     fn log_hold(
         &self,
         now: Timestamp,
         event: StockEvent,
-        also: Option<Event>,
+        record: Option<Arc<Reservation>>,
         events: &mut Vec<Event>,
     ) {
         let stock_point = self.inventory.id;
-        match (event, also) {
-            (
-                StockEvent::HoldPlaced(hold),
-                Some(Event::Reservation {
-                    event: ReservationEvent::Created(reservation),
-                    ..
-                }),
-            ) if reservation.hold_at(stock_point) == hold => events.push(Event::Reserved {
-                stock_point,
-                reservation,
-            }),
-            (event, also) => {
+        match (event, record) {
+            (StockEvent::HoldPlaced(hold), Some(reservation))
+                if reservation.hold_at(stock_point) == hold =>
+            {
+                events.push(Event::Reserved {
+                    stock_point,
+                    reservation,
+                })
+            }
+            (event, record) => {
                 events.push(Event::Stock {
                     stock_point,
                     at: now,
                     event,
                 });
-                events.extend(also);
+                events.extend(record.map(|reservation| Event::Reservation {
+                    at: reservation.created_at,
+                    event: ReservationEvent::Created(reservation),
+                }));
             }
         }
     }
