@@ -304,6 +304,9 @@ pub(crate) struct IoBufs {
     pub intervals: Mutex<StabilityIntervals>,
     pub interval_updated: Condvar,
 
+    // Conductor's patch (vendor/README.md): keeps the data file written ahead of the log.
+    prewriter: Option<super::prewrite::Prewriter>,
+
     // The highest CONTIGUOUS log sequence number that has been written to
     // stable storage. This may be lower than the length of the underlying
     // file, and there may be buffers that have been written out-of-order
@@ -403,8 +406,18 @@ impl IoBufs {
             iobuf.store_segment_header(0, next_lsn, stable);
         }
 
+        let prewriter = if config.temporary {
+            None
+        } else {
+            Some(super::prewrite::Prewriter::start(
+                config.file.clone(),
+                segment_size,
+            )?)
+        };
+
         Ok(IoBufs {
             config,
+            prewriter,
 
             iobuf: AtomicPtr::new(Arc::into_raw(Arc::new(iobuf)) as *mut IoBuf),
 
@@ -727,6 +740,9 @@ impl IoBufs {
         #[cfg(not(feature = "io_uring"))]
         {
             let f = &self.config.file;
+            if let Some(prewriter) = &self.prewriter {
+                prewriter.ensure(log_offset + total_len as LogOffset)?;
+            }
             pwrite_all(f, data, log_offset)?;
             if !self.config.temporary {
                 #[cfg(target_os = "linux")]
