@@ -409,10 +409,13 @@ impl IoBufs {
         let prewriter = if config.temporary {
             None
         } else {
-            Some(super::prewrite::Prewriter::start(
-                config.file.clone(),
+            let prewriter = super::prewrite::Prewriter::start(
+                &config.get_path().join("db"),
+                &config.file,
                 segment_size,
-            )?)
+            )?;
+            segment_accountant.set_rewind(prewriter.rewind_handle());
+            Some(prewriter)
         };
 
         Ok(IoBufs {
@@ -741,7 +744,7 @@ impl IoBufs {
         {
             let f = &self.config.file;
             if let Some(prewriter) = &self.prewriter {
-                prewriter.ensure(log_offset + total_len as LogOffset)?;
+                prewriter.ensure(log_offset + total_len as LogOffset);
             }
             pwrite_all(f, data, log_offset)?;
             if !self.config.temporary {

@@ -13,19 +13,28 @@
 //! Safety of the data: every log write calls [`Prewriter::ensure`] for the end of its range and
 //! waits until the zeros reach it, so the zeros are written before any log byte in their range,
 //! never after. `written_to` only grows; the zeros start at it, above every log write that has
-//! passed `ensure`. A truncation by sled (of free segments at the end) leaves `written_to`
-//! above the file's end: writes there extend the file as they would without this patch.
+//! passed `ensure`. A truncation by sled (of free segments at the end) calls
+//! [`Rewind::rewind`] before any log write can go past the new end: `written_to` comes back to
+//! it, and a chunk still being written for the range cut off is not counted.
+//!
+//! The zeros go through a handle of the thread's own, so that a writeback error of the log's
+//! pages is reported to sled's handle, not consumed by ours. Each chunk is written out to the
+//! device before the next, so that the log's fdatasync (which waits for every page of the file
+//! under writeback) never waits for more than one chunk of zeros. (`O_DIRECT` zeros cost less
+//! CPU but slowed the log: a direct write that extends the file holds the inode's lock through
+//! the IO, and sled's buffered writes wait for it.) If the zeros fail (a full disk, say), the
+//! thread stops and the log writes past the file's end as it would without this patch.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use super::LogOffset;
 
-/// Zeros written per system call; each chunk is written out to the device before the next, so
-/// that an fdatasync of the log never waits for more than one chunk of zeros.
+/// Zeros written per system call (chunks end at multiples of it).
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The pause after a chunk while the zeros are more than half a segment ahead of the log
@@ -38,8 +47,12 @@ pub(crate) struct Prewriter {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What sled's truncation holds to tell the prewriter the file is shorter.
+#[derive(Clone)]
+pub(crate) struct Rewind(Arc<Shared>);
+
 struct Shared {
-    file: crate::Arc<File>,
+    file: File,
     segment: LogOffset,
     state: Mutex<State>,
     changed: Condvar,
@@ -47,27 +60,37 @@ struct Shared {
 
 struct State {
     /// How far the zeros reach: a log write ending below it goes ahead, one above it waits.
-    /// The file's length at the first `ensure` (`None` before), then only grows.
-    written_to: Option<LogOffset>,
+    /// The file's length when the thread started, then grows (and comes back on a truncation).
+    written_to: LogOffset,
     /// Where the thread is asked to write zeros to.
     wanted_to: LogOffset,
     /// The end of the furthest log write so far.
     log_end: LogOffset,
-    /// The first failure; every later `ensure` reports it.
-    failed: Option<(io::ErrorKind, String)>,
+    /// Counts truncations: a chunk written for an earlier one is not counted.
+    generation: u64,
+    /// The zeros failed or the thread ended: log writes no longer wait for them.
+    stopped: bool,
     closed: bool,
 }
 
 impl Prewriter {
-    pub(crate) fn start(file: crate::Arc<File>, segment_size: usize) -> io::Result<Prewriter> {
+    /// Starts the thread for the data file at `path`, whose length is `sled`'s file's now.
+    pub(crate) fn start(
+        path: &Path,
+        sled: &File,
+        segment_size: usize,
+    ) -> io::Result<Prewriter> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        let len = sled.metadata()?.len();
         let shared = Arc::new(Shared {
             file,
             segment: segment_size as LogOffset,
             state: Mutex::new(State {
-                written_to: None,
-                wanted_to: 0,
+                written_to: len,
+                wanted_to: len,
                 log_end: 0,
-                failed: None,
+                generation: 0,
+                stopped: false,
                 closed: false,
             }),
             changed: Condvar::new(),
@@ -76,25 +99,23 @@ impl Prewriter {
             .name("sled.prewrite".into())
             .spawn({
                 let shared = shared.clone();
-                move || shared.run()
+                move || {
+                    let _stop = StopOnExit(&shared);
+                    shared.run()
+                }
             })?;
         Ok(Prewriter { shared, thread: Some(thread) })
     }
 
+    pub(crate) fn rewind_handle(&self) -> Rewind {
+        Rewind(self.shared.clone())
+    }
+
     /// Returns once the file is written up to `end` (at once, unless the thread has fallen
     /// behind), and asks for the next segment when `end` enters a new one.
-    pub(crate) fn ensure(&self, end: LogOffset) -> io::Result<()> {
+    pub(crate) fn ensure(&self, end: LogOffset) {
         let shared = &*self.shared;
         let mut state = shared.lock();
-        let written_to = match state.written_to {
-            Some(to) => to,
-            None => {
-                let len = shared.file.metadata()?.len();
-                state.written_to = Some(len);
-                state.wanted_to = len;
-                len
-            }
-        };
         state.log_end = state.log_end.max(end);
         // Through the end of the segment after the one `end` is in.
         let ahead = (end / shared.segment + 2) * shared.segment;
@@ -102,21 +123,26 @@ impl Prewriter {
             state.wanted_to = ahead;
             shared.changed.notify_all();
         }
-        if end <= written_to {
-            return Ok(());
-        }
-        loop {
-            if let Some((kind, message)) = &state.failed {
-                return Err(io::Error::new(*kind, message.clone()));
-            }
-            if state.closed {
-                return Err(io::Error::other("sled's prewrite thread stopped"));
-            }
-            if state.written_to.is_some_and(|to| to >= end) {
-                return Ok(());
-            }
+        while end > state.written_to && !state.stopped && !state.closed {
             state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+impl std::fmt::Debug for Rewind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rewind")
+    }
+}
+
+impl Rewind {
+    /// The file was cut to `at`, before any log write past `at`.
+    pub(crate) fn rewind(&self, at: LogOffset) {
+        let mut state = self.0.lock();
+        state.written_to = state.written_to.min(at);
+        state.wanted_to = state.wanted_to.min(at);
+        state.log_end = state.log_end.min(at);
+        state.generation += 1;
     }
 }
 
@@ -130,99 +156,92 @@ impl Drop for Prewriter {
     }
 }
 
+/// Whatever ends the thread (a failure, or a panic), log writes stop waiting for it.
+struct StopOnExit<'a>(&'a Shared);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.lock().stopped = true;
+        self.0.changed.notify_all();
+    }
+}
+
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Writes zeros whenever asked to, until closed or a write fails.
     fn run(&self) {
         let zeros = vec![0u8; CHUNK_BYTES];
         loop {
-            let (from, to) = {
+            let (from, to, generation) = {
                 let mut state = self.lock();
-                loop {
-                    if state.closed || state.failed.is_some() {
-                        return;
-                    }
-                    match state.written_to {
-                        Some(from) if state.wanted_to > from => {
-                            break (from, state.wanted_to)
-                        }
-                        _ => {
-                            state = self
-                                .changed
-                                .wait(state)
-                                .unwrap_or_else(|e| e.into_inner())
-                        }
-                    }
+                while !state.closed && state.wanted_to <= state.written_to {
+                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
-            };
-            let mut at = from;
-            while at < to {
-                if self.lock().closed {
+                if state.closed {
                     return;
                 }
-                let n = std::cmp::min(CHUNK_BYTES as LogOffset, to - at);
+                (state.written_to, state.wanted_to, state.generation)
+            };
+            let mut at = from;
+            loop {
+                let mut state = self.lock();
+                if state.closed {
+                    return;
+                }
+                if state.generation != generation {
+                    break;
+                }
+                state.written_to = state.written_to.max(at);
+                if at == to {
+                    break;
+                }
+                let pace = at > from && at > state.log_end + self.segment / 2;
+                drop(state);
+                self.changed.notify_all();
+                if pace {
+                    std::thread::sleep(PACE);
+                }
+                // Up to the next multiple of a chunk: whole pages after the first chunk.
+                let chunk = CHUNK_BYTES as LogOffset;
+                let n = std::cmp::min(chunk - at % chunk, to - at);
                 let written = self
                     .file
                     .write_all_at(&zeros[..n as usize], at)
                     .and_then(|()| write_out(&self.file, at, n));
-                if !self.publish(written.map(|()| at + n)) {
+                if written.is_err() {
                     return;
                 }
                 at += n;
-                if at < to && at > self.lock().log_end + self.segment / 2 {
-                    std::thread::sleep(PACE);
-                }
             }
+            self.changed.notify_all();
             // The new size and extents, committed here rather than by the log's next sync.
-            if !self.publish(self.file.sync_data().map(|()| to)) {
+            if self.file.sync_data().is_err() {
                 return;
             }
         }
     }
-
-    /// Records how far the zeros reach (a log write may overwrite them as soon as they are in
-    /// the page cache: a crash that loses them leaves a hole, which reads as zeros too), or the
-    /// failure; false if the thread must stop.
-    fn publish(&self, written: io::Result<LogOffset>) -> bool {
-        let mut state = self.lock();
-        let ok = match written {
-            Ok(to) => {
-                state.written_to = Some(to);
-                true
-            }
-            Err(error) => {
-                state.failed = Some((error.kind(), error.to_string()));
-                false
-            }
-        };
-        self.changed.notify_all();
-        ok
-    }
 }
 
-/// Writes a range's dirty pages to the device and waits, so that they are clean before the
-/// log's next fdatasync (which would otherwise wait for them).
+/// Writes a range's dirty pages to the device and waits: clean before the log's next
+/// fdatasync, which would otherwise wait for them.
 fn write_out(file: &File, at: LogOffset, len: LogOffset) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        let ret = unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                at as i64,
-                len as i64,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    use std::os::unix::io::AsRawFd;
+    #[allow(unsafe_code)]
+    let ret = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            at as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, at, len);
     Ok(())
 }

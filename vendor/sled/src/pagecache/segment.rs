@@ -96,6 +96,8 @@ pub(crate) struct SegmentAccountant {
     segment_cleaner: SegmentCleaner,
     ordering: BTreeMap<Lsn, LogOffset>,
     async_truncations: BTreeMap<LogOffset, OneShot<Result<()>>>,
+    // Conductor's patch (vendor/README.md): told of every truncation.
+    rewind: Option<super::prewrite::Rewind>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -485,6 +487,7 @@ impl SegmentAccountant {
             segment_cleaner,
             ordering: BTreeMap::default(),
             async_truncations: BTreeMap::default(),
+            rewind: None,
         };
 
         ret.initialize_from_snapshot(snapshot)?;
@@ -1077,6 +1080,11 @@ impl SegmentAccountant {
     }
 
     // truncate the file to the desired length
+    /// Conductor's patch (vendor/README.md): the prewriter to tell of truncations.
+    pub(super) fn set_rewind(&mut self, rewind: super::prewrite::Rewind) {
+        self.rewind = Some(rewind);
+    }
+
     fn truncate(&mut self, at: LogOffset) -> Result<()> {
         trace!("asynchronously truncating file to length {}", at);
 
@@ -1093,6 +1101,7 @@ impl SegmentAccountant {
         let (completer, promise) = OneShot::pair();
 
         let config = self.config.clone();
+        let rewind = self.rewind.clone();
 
         io_fail!(&config, "file truncation");
         threadpool::spawn(move || {
@@ -1102,6 +1111,10 @@ impl SegmentAccountant {
                 .set_len(at)
                 .and_then(|_| config.file.sync_all())
                 .map_err(|e| e.into());
+            // Before the promise is filled: no log write goes past `at` until then.
+            if let Some(rewind) = rewind {
+                rewind.rewind(at);
+            }
             completer.fill(res);
         })?;
 
