@@ -7,12 +7,12 @@
 //! 8 KiB write). A thread of its own keeps the file written with zeros a segment ahead of where
 //! the log writes, so the log's writes overwrite and its syncs stay short.
 //!
-//! Zeros are what sled itself writes into a segment it frees (`MessageKind::Corrupted` is 0):
-//! at recovery a zeroed segment is a free one, reused before the file grows again.
+//! Zeros are what sled itself writes into free segments at recovery (`MessageKind::Corrupted`
+//! is 0): at recovery a zeroed segment is a free one, reused before the file grows again.
 //!
 //! Safety of the data: every log write calls [`Prewriter::ensure`] for the end of its range and
 //! waits until the zeros reach it, so the zeros are written before any log byte in their range,
-//! never after. `written_to` only grows; the zeros start at it, above every log write that has
+//! never after. `written_to` only grows between truncations; the zeros start at it, above every log write that has
 //! passed `ensure`. A truncation by sled (of free segments at the end) calls
 //! [`Rewind::rewind`] before any log write can go past the new end: `written_to` comes back to
 //! it, and a chunk still being written for the range cut off is not counted.
@@ -60,11 +60,14 @@ struct Shared {
 
 struct State {
     /// How far the zeros reach: a log write ending below it goes ahead, one above it waits.
-    /// The file's length when the thread started, then grows (and comes back on a truncation).
+    /// The file's length when the thread started (or longer, if a truncation sled began while
+    /// opening was still running: log writes below it then extend the file, as without this
+    /// patch), then grows, and comes back on a truncation.
     written_to: LogOffset,
     /// Where the thread is asked to write zeros to.
     wanted_to: LogOffset,
-    /// The end of the furthest log write so far.
+    /// The furthest end passed to `ensure` (writes still waiting included), lowered on a
+    /// truncation: how far ahead the zeros are, for the pacing.
     log_end: LogOffset,
     /// Counts truncations: a chunk written for an earlier one is not counted.
     generation: u64,

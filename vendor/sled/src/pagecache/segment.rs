@@ -1079,12 +1079,12 @@ impl SegmentAccountant {
             .collect()
     }
 
-    // truncate the file to the desired length
     /// Conductor's patch (vendor/README.md): the prewriter to tell of truncations.
     pub(super) fn set_rewind(&mut self, rewind: super::prewrite::Rewind) {
         self.rewind = Some(rewind);
     }
 
+    // truncate the file to the desired length
     fn truncate(&mut self, at: LogOffset) -> Result<()> {
         trace!("asynchronously truncating file to length {}", at);
 
@@ -1111,7 +1111,10 @@ impl SegmentAccountant {
                 .set_len(at)
                 .and_then(|_| config.file.sync_all())
                 .map_err(|e| e.into());
-            // Before the promise is filled: no log write goes past `at` until then.
+            // Before the promise is filled: `bump_tip` waits on it before using any segment at
+            // or above `at` (free segments are below it), so no log write goes past `at` until
+            // then. Also when `set_len` failed: the rewind only has free segments zeroed again,
+            // and `bump_tip` returns the error.
             if let Some(rewind) = rewind {
                 rewind.rewind(at);
             }
