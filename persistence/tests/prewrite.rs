@@ -7,19 +7,18 @@ mod common;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use common::{events, open, recover_all};
+use common::{events, open, recover_all, TestEvent};
 use conductor_persistence::storage::{SLED_DATA_FILE, SLED_SEGMENT_BYTES};
+use conductor_persistence::Wal;
 
 /// Appends `records` records of 1,000 events each from `first` on, each waited for.
-fn append(dir: &Path, first: u64, records: u64) {
-    let wal = open(dir);
+fn append_records(wal: &Wal<TestEvent>, first: u64, records: u64) {
     let appender = wal.appender();
     for record in 0..records {
         appender
             .append_and_wait(events(first + record * 1_000, 1_000))
             .expect("append");
     }
-    wal.close();
 }
 
 /// The data file's length and the offset of its first hole (its length when it has none).
@@ -36,12 +35,7 @@ fn length_and_first_hole(dir: &Path) -> (u64, u64) {
 fn the_data_file_is_written_through_the_segment_after_the_log_s_end() {
     let dir = tempfile::tempdir().unwrap();
     let wal = open(dir.path());
-    let appender = wal.appender();
-    for record in 0..20 {
-        appender
-            .append_and_wait(events(record * 1_000, 1_000))
-            .expect("append");
-    }
+    append_records(&wal, 0, 20);
     let segment = SLED_SEGMENT_BYTES as u64;
     // The zeros go out paced, on a thread of their own: give them time.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -68,7 +62,9 @@ fn a_log_over_zeroed_segments_reads_back_whole_after_every_reopen() {
     // Each round writes more than a segment, so the log runs into zeros written in the round
     // before, and each reopen recovers over zeroed segments at the file's end.
     for _ in 0..3 {
-        append(dir.path(), expected, 250);
+        let wal = open(dir.path());
+        append_records(&wal, expected, 250);
+        wal.close();
         expected += 250 * 1_000;
         let (collect, report) = recover_all(dir.path()).unwrap();
         assert_eq!(collect.ids(), (0..expected).collect::<Vec<_>>());

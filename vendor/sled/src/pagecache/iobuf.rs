@@ -411,7 +411,6 @@ impl IoBufs {
         } else {
             let prewriter = super::prewrite::Prewriter::start(
                 &config.get_path().join("db"),
-                &config.file,
                 segment_size,
             )?;
             segment_accountant.set_rewind(prewriter.rewind_handle());

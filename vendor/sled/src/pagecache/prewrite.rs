@@ -77,14 +77,10 @@ struct State {
 }
 
 impl Prewriter {
-    /// Starts the thread for the data file at `path`, whose length is `sled`'s file's now.
-    pub(crate) fn start(
-        path: &Path,
-        sled: &File,
-        segment_size: usize,
-    ) -> io::Result<Prewriter> {
+    /// Starts the thread for sled's data file at `path`.
+    pub(crate) fn start(path: &Path, segment_size: usize) -> io::Result<Prewriter> {
         let file = OpenOptions::new().write(true).open(path)?;
-        let len = sled.metadata()?.len();
+        let len = file.metadata()?.len();
         let shared = Arc::new(Shared {
             file,
             segment: segment_size as LogOffset,
