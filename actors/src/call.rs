@@ -14,22 +14,19 @@ use crate::Log;
 /// How long any caller waits for an actor's answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends with `send`, handing it a reply; waits for the reply at most [`CALL_TIMEOUT`].
+/// Sends with `send`, handing it a reply; waits for the reply at most [`CALL_TIMEOUT`] (with
+/// no timer of its own: see [`crate::deadlines`]). A reply dropped unanswered means the actor
+/// stopped before answering.
 pub async fn ask<T: Send + 'static>(
     send: impl FnOnce(Reply<Answer<T>>) -> Result<(), CommandError>,
 ) -> Answer<T> {
-    let (tx, rx) = oneshot::channel();
-    send(reply(move |answer| {
-        // The asker may have timed out and gone; nobody to tell then.
-        let _ = tx.send(answer);
-    }))?;
-    match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => Err(CommandError::Unavailable(
-            "the actor stopped before answering".into(),
-        )),
-        Err(_) => Err(CommandError::Timeout),
-    }
+    let (filler, answer) = crate::deadlines::call(CALL_TIMEOUT, stopped_before_answering);
+    send(reply(move |a| filler.fill(a)))?;
+    answer.await
+}
+
+fn stopped_before_answering() -> CommandError {
+    CommandError::Unavailable("the actor stopped before answering".into())
 }
 
 /// Asks an actor a question (ractor's `call`) with [`CALL_TIMEOUT`]; `stopped` says who, for

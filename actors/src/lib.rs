@@ -9,8 +9,8 @@
 //! - [`orders`]: one actor per live order, and the desk that routes to them and passivates them.
 //! - [`warehouse`]: the WMS executor of one stock point: pick, pack and ship tasks.
 //! - [`board`]: the availability board, read lock-free by planners and storefronts.
-//! - [`directory`], [`mailbox`], [`call`], [`once`]: finding actors, bounded admission, waiting
-//!   with timeouts, one-shot callbacks.
+//! - [`directory`], [`mailbox`], [`call`], [`deadlines`], [`once`]: finding actors, bounded
+//!   admission, waiting with timeouts (without a timer per call), one-shot callbacks.
 //! - [`intake`]: where concurrent checkouts queue, to reach the orchestrator as one batch.
 //! - [`clock`], [`error`]: time, and errors versus business refusals.
 //! - [`process`]: process-wide settings the binaries apply at start (huge pages off).
@@ -19,6 +19,7 @@ pub mod board;
 pub mod call;
 pub mod clock;
 pub mod conductor;
+pub mod deadlines;
 pub mod directory;
 pub mod error;
 pub mod intake;
