@@ -5,17 +5,19 @@
 //! parks with timers pending, took 14 % of the CPU per hold of a sale (actor-holds, hot SKU:
 //! 2.9 → 2.5 µs per hold with no timer at all). Here a call registers its answer cell in one
 //! table (a lock, a slot) and removes it when it ends; one thread, `call-deadlines`, looks
-//! every [`SWEEP_EVERY`] for calls past their deadline and answers them "timed out". A call
-//! so times out between its timeout and [`SWEEP_EVERY`] later.
+//! every [`SWEEP_EVERY`] for calls past their deadline and answers them "timed out". Time is
+//! counted in the thread's sweeps, so a call reads no clock: it times out between its timeout
+//! and two sweeps later.
 //!
 //! The table is process-wide, like a runtime's timer, and serves every runtime in the process
 //! (tests start many): its thread needs no runtime, and waking a task works from any thread.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::CommandError;
 
@@ -80,12 +82,13 @@ struct Table {
 
 struct Entry {
     id: u64,
-    deadline: Instant,
+    /// The sweep from which on the call is past its deadline.
+    deadline: u64,
     cell: Arc<dyn Expire>,
 }
 
 impl Table {
-    fn insert(&mut self, deadline: Instant, cell: Arc<dyn Expire>) -> (usize, u64) {
+    fn insert(&mut self, deadline: u64, cell: Arc<dyn Expire>) -> (usize, u64) {
         let id = self.next_id;
         self.next_id += 1;
         let entry = Some(Entry { id, deadline, cell });
@@ -117,27 +120,39 @@ impl Table {
     }
 }
 
-fn table() -> &'static Mutex<Table> {
-    static TABLE: OnceLock<&'static Mutex<Table>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let table: &'static Mutex<Table> = Box::leak(Box::default());
+/// The calls in flight and the deadline thread's clock: how many sweeps it has begun.
+#[derive(Default)]
+struct Deadlines {
+    table: Mutex<Table>,
+    sweeps: AtomicU64,
+}
+
+fn deadlines() -> &'static Deadlines {
+    static DEADLINES: OnceLock<&'static Deadlines> = OnceLock::new();
+    DEADLINES.get_or_init(|| {
+        let deadlines: &'static Deadlines = Box::leak(Box::default());
         // Without the thread calls still end when answered, but none would time out; the
         // process cannot promise its timeouts then, so it says so loudly.
         if let Err(error) = std::thread::Builder::new()
             .name("call-deadlines".into())
-            .spawn(move || sweep_forever(table))
+            .spawn(move || sweep_forever(deadlines))
         {
             tracing::error!(%error, "could not start the call-deadlines thread; calls will not time out");
         }
-        table
+        deadlines
     })
 }
 
-fn sweep_forever(table: &'static Mutex<Table>) {
+fn table() -> &'static Mutex<Table> {
+    &deadlines().table
+}
+
+fn sweep_forever(deadlines: &'static Deadlines) {
+    let table = &deadlines.table;
     let mut expired = Vec::new();
     loop {
         std::thread::sleep(SWEEP_EVERY);
-        let now = Instant::now();
+        let now = deadlines.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
         let mut start = 0;
         loop {
             let more = {
@@ -174,7 +189,7 @@ pub fn in_flight() -> usize {
 }
 
 /// A new call: the reply to hand to whoever answers, and the future that waits for the answer
-/// at most `timeout` (plus up to [`SWEEP_EVERY`]). A reply dropped unanswered answers
+/// at least `timeout` and at most two sweeps longer. A reply dropped unanswered answers
 /// `if_dropped()`.
 pub fn call<U: Send + 'static>(
     timeout: Duration,
@@ -183,7 +198,11 @@ pub fn call<U: Send + 'static>(
     let cell = Arc::new(Cell {
         state: Mutex::new(State::Waiting(None)),
     });
-    let (slot, id) = lock(table()).insert(Instant::now() + timeout, cell.clone());
+    let deadlines = deadlines();
+    // The sweep under way may be about to end: one more makes sure `timeout` has passed.
+    let sweeps = timeout.as_nanos().div_ceil(SWEEP_EVERY.as_nanos()) as u64 + 1;
+    let deadline = deadlines.sweeps.load(Ordering::Relaxed) + sweeps;
+    let (slot, id) = lock(&deadlines.table).insert(deadline, cell.clone());
     let filler = Filler {
         cell: Some(cell.clone()),
         if_dropped,
@@ -272,13 +291,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_unanswered_call_times_out_after_its_deadline_and_a_late_answer_is_ignored() {
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let (filler, answer) = call::<u32>(Duration::from_millis(50), stopped);
         assert_eq!(answer.await, Err(CommandError::Timeout));
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(50), "timed out early: {waited:?}");
         assert!(
-            waited < Duration::from_millis(50) + SWEEP_EVERY * 10,
+            waited < Duration::from_millis(50) + SWEEP_EVERY * 2 + Duration::from_secs(1),
             "timed out late: {waited:?}"
         );
         filler.fill(Ok(1));
@@ -297,10 +316,10 @@ mod tests {
         let cell: Arc<dyn Expire> = Arc::new(Cell::<Result<(), CommandError>> {
             state: Mutex::new(State::Waiting(None)),
         });
-        let (slot, first) = table.insert(Instant::now(), cell.clone());
+        let (slot, first) = table.insert(0, cell.clone());
         table.slots[slot] = None;
         table.free.push(slot);
-        let (reused, second) = table.insert(Instant::now(), cell);
+        let (reused, second) = table.insert(0, cell);
         assert_eq!(reused, slot);
         table.remove(slot, first);
         assert!(table.slots[slot].as_ref().is_some_and(|e| e.id == second));
