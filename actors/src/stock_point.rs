@@ -212,6 +212,9 @@ pub struct StockPointState {
     /// The expiry the pending timer is set for, so that we arm a new one only when an earlier
     /// expiry appears. One timer per actor, not one per hold.
     armed: Option<Timestamp>,
+    /// Where the answers of a batch of holds run when the log's acknowledgement completes
+    /// them (see [`crate::call::on_runtime`]).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Actor for StockPointActor {
@@ -230,6 +233,7 @@ impl Actor for StockPointActor {
             log: args.log,
             clock: args.clock,
             armed: None,
+            runtime: tokio::runtime::Handle::current(),
         };
         for (sku, position) in state.inventory.positions() {
             state.board.publish(state.inventory.id, sku, position);
@@ -472,13 +476,16 @@ impl StockPointState {
         }
         touched.sort();
         touched.dedup();
+        let runtime = self.runtime.clone();
         let answer = crate::once::join(2, move |r: Result<(), CommandError>| {
-            for answer in answers {
-                answer(match &r {
-                    Ok(()) => HoldAnswer::Placed,
-                    Err(e) => HoldAnswer::Failed(e.clone()),
-                });
-            }
+            crate::call::on_runtime(&runtime, move || {
+                for answer in answers {
+                    answer(match &r {
+                        Ok(()) => HoldAnswer::Placed,
+                        Err(e) => HoldAnswer::Failed(e.clone()),
+                    });
+                }
+            })
         });
         let refused = self.append(events, &answer).err();
         if refused.is_some() {
