@@ -129,7 +129,7 @@ impl<T> Drop for Slot<T> {
 }
 
 /// Runs `f` on `runtime`: right here on one of its threads, else as one task. For the
-/// completions of many callers at once that the log's acks thread would run: each of them
+/// completions of many callers at once that the log's syncer thread would run: each of them
 /// waking its caller from outside the runtime takes a lock on the runtime's queue and often a
 /// wake-up of its worker; as one task, the callers wake from inside, in one go (hot SKU: 8 %
 /// less CPU per hold; 100 holds per call: ×1.12 holds/s). If the runtime has shut down, `f`
@@ -159,7 +159,7 @@ pub async fn log_durably(log: &Log, events: Vec<Event>) -> Result<(), CommandErr
     log_durably_then(log, events, || {}).await
 }
 
-/// Appends events to the log, runs `on_durable` once they are durable (on the log's acks
+/// Appends events to the log, runs `on_durable` once they are durable (on the log's syncer
 /// thread, before anyone is answered), and waits for that. A timeout leaves `on_durable` to run
 /// later, when the events do become durable: that is what makes a durable copy updated there
 /// exact, whatever the waiter saw. If the log refuses or fails the append, `on_durable` is

@@ -162,7 +162,7 @@ struct Shared {
     idempotency: Mutex<(IdempotencyTable, FxHashSet<IdempotencyKey>)>,
     /// The log itself (not an appender), for the replays that restart actors. Weak: the
     /// handle owns the log, which closes at shutdown or when the last handle is dropped, and
-    /// never on a thread of its own (the acks thread may hold the last `Shared`).
+    /// never on a thread of its own (the syncer thread may hold the last `Shared`).
     wal: std::sync::Weak<RwLock<Option<Wal<Event>>>>,
     /// The seq the last snapshot covers: a checkpoint with nothing new to fold is skipped.
     covered: AtomicU64,

@@ -295,7 +295,10 @@ mod tests {
         let (filler, answer) = call::<u32>(Duration::from_millis(50), stopped);
         assert_eq!(answer.await, Err(CommandError::Timeout));
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(50), "timed out early: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(50),
+            "timed out early: {waited:?}"
+        );
         assert!(
             waited < Duration::from_millis(50) + SWEEP_EVERY * 2 + Duration::from_secs(1),
             "timed out late: {waited:?}"
@@ -340,6 +343,10 @@ mod tests {
         assert!(lock(table()).next_id >= before_ids + 2_000);
         // Other tests run calls of their own concurrently; ours all ended, so the table holds
         // at most theirs, not a thousand of ours.
-        assert!(in_flight() < 1_000, "{} calls still registered", in_flight());
+        assert!(
+            in_flight() < 1_000,
+            "{} calls still registered",
+            in_flight()
+        );
     }
 }

@@ -984,7 +984,7 @@ impl OrderState {
     }
 
     /// Counts an append of this order in flight until it is durable (or dropped unlogged), and
-    /// then applies it to the durable copy with `apply`, on the log's acks thread.
+    /// then applies it to the durable copy with `apply`, on the log's syncer thread.
     fn on_durable(&self, apply: impl FnOnce(&mut Order) + Send + 'static) -> OnDurable {
         let in_flight = InFlight::new(self.durable.clone());
         Box::new(move || {

@@ -24,8 +24,8 @@ use crate::mailbox::Ticket;
 use crate::once::Join;
 use crate::Log;
 
-/// A one-shot answer, run where the answer becomes known (often on the log's acks thread):
-/// keep it cheap.
+/// A one-shot answer, run where the answer becomes known (often on the log's syncer thread,
+/// between two syncs): keep it cheap.
 pub type Reply<T> = Box<dyn FnOnce(T) + Send + 'static>;
 
 pub fn reply<T: Send + 'static>(f: impl FnOnce(T) + Send + 'static) -> Reply<T> {
@@ -41,7 +41,7 @@ pub fn reply_or<T: Send + 'static>(
     if_dropped: impl FnOnce() -> T + Send + 'static,
 ) -> Reply<T> {
     // One box: the guard holds both closures inline (a box each cost two more allocations per
-    // hold on the hot path, freed on the log's acks thread).
+    // hold on the hot path).
     let guard = AnswerOnDrop(Some((f, if_dropped)), PhantomData);
     Box::new(move |answer| guard.answer(answer))
 }
@@ -138,7 +138,7 @@ pub enum StockCommand {
     },
 }
 
-/// Runs once a record is durable, on the log's acks thread: keep it cheap.
+/// Runs once a record is durable, on the log's syncer thread: keep it cheap.
 pub type OnDurable = Box<dyn FnOnce() + Send + 'static>;
 
 /// One hold of a [`StockPointMsg::HoldBatch`], with its answer.

@@ -1,10 +1,10 @@
-//! The bounded queues between the log's threads (appenders → writer → syncer → acks): a
+//! The bounded queues between the log's threads (appenders → writer → syncer): a
 //! mutex-guarded `VecDeque` whose waits sleep on a condvar at once.
 //!
 //! Why not crossbeam's channel: its blocking `recv` spins and then calls `sched_yield` four
 //! times before it parks. The log's threads wait on every cycle, and on two busy cores each of
 //! those yields hands the core to another thread: perf counted `sched_yield` at about 5 % of the
-//! server's CPU over HTTP, and the syncer and acks threads at six to seven context switches per
+//! server's CPU over HTTP, and the syncer and (then) acks threads at six to seven context switches per
 //! sync where one would do. Here a waiter sleeps at once and a sender only calls into the
 //! kernel when someone is asleep.
 //!

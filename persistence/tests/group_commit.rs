@@ -260,31 +260,41 @@ fn batches_respect_the_event_limit() {
 }
 
 #[test]
-fn a_slow_callback_delays_later_answers_but_not_later_flushes() {
+fn a_slow_callback_holds_up_the_next_sync_and_answers_stay_in_log_order() {
     let journal = Journal::default();
     let writer = start(FakeStorage::new(journal.clone()), WalConfig::default());
     let appender = writer.appender();
     let (unblock, blocked) = crossbeam_channel::bounded::<()>(0);
+    let (running, callback_runs) = crossbeam_channel::bounded::<()>(1);
     let order = Arc::new(Mutex::new(Vec::new()));
     let first_order = order.clone();
     appender
         .append(events(0, 1), move |_| {
-            // Holds the acks thread until the test lets go.
+            // Holds the syncer, which runs the callbacks, until the test lets go.
+            let _ = running.send(());
             let _ = blocked.recv();
             first_order.lock().unwrap().push(0);
         })
         .unwrap();
-    let wait_for_durable = |seq: u64| wait_until(|| writer.stats().durable_seq >= Seq::new(seq));
-    // The first flush is done, so the second append gets a flush of its own.
-    wait_for_durable(1);
+    callback_runs.recv_timeout(Duration::from_secs(10)).unwrap();
     let second_order = order.clone();
     appender
         .append(events(1, 1), move |_| second_order.lock().unwrap().push(1))
         .unwrap();
-    // The second append becomes durable while the first callback is still running...
-    wait_for_durable(2);
+    // Callbacks run between syncs: the second append is written but not synced while the first
+    // callback runs...
+    wait_until(|| {
+        journal
+            .steps()
+            .iter()
+            .filter(|s| matches!(s, Step::Write { .. }))
+            .count()
+            == 2
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(writer.stats().durable_seq, Seq::new(1));
     assert!(order.lock().unwrap().is_empty());
-    // ...and the answers still come in log order.
+    // ...and once it ends, the second is synced and answered after the first.
     unblock.send(()).unwrap();
     writer.close();
     assert_eq!(*order.lock().unwrap(), vec![0, 1]);
