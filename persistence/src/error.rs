@@ -163,4 +163,6 @@ pub enum RecordError {
     Missing,
     #[error("event count prefix is unreadable")]
     BadEventCount,
+    #[error("compressed events do not decompress: {0}")]
+    BadCompression(String),
 }

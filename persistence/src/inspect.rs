@@ -9,9 +9,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use crate::error::{RecordError, WalError};
-use crate::record::{
-    check_record, decode_events_payload, event_count, CheckedRecord, RecordKind, Seq,
-};
+use crate::record::{check_events_record, check_record, decode_events_payload, event_count, Seq};
 use crate::snapshot;
 use crate::storage::{open_db, LOG_TREE, SLED_DATA_FILE, SNAPSHOT_TREE};
 
@@ -78,23 +76,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, WalError> {
         report.last_seq = Some(seq);
         report.records += 1;
         report.bytes += value.len() as u64;
-        match check_record(&value) {
-            Ok(CheckedRecord {
-                kind: RecordKind::Events,
-                payload,
-                ..
-            }) => match event_count(payload) {
-                Ok(count) => report.events += count,
-                Err(reason) => damage(seq, reason, &mut report),
-            },
-            Ok(CheckedRecord { kind, .. }) => damage(
-                seq,
-                RecordError::UnexpectedKind {
-                    expected: RecordKind::Events,
-                    found: kind,
-                },
-                &mut report,
-            ),
+        match check_events_record(&value).and_then(|payload| event_count(&payload)) {
+            Ok(count) => report.events += count,
             Err(reason) => damage(seq, reason, &mut report),
         }
     }
@@ -138,26 +121,31 @@ pub fn inspect<E: Debug + DeserializeOwned>(
                     value.len()
                 )?;
             }
-            Ok(record) if record.kind != RecordKind::Events => {
-                writeln!(
-                    out,
-                    "seq={seq} kind={} bytes={} checksum=ok (unexpected kind in the log)",
-                    record.kind.name(),
-                    value.len()
-                )?;
-            }
             Ok(record) => {
-                let count = event_count(record.payload)
+                let payload = match check_events_record(&value) {
+                    Ok(payload) => payload,
+                    Err(reason) => {
+                        writeln!(
+                            out,
+                            "seq={seq} kind={} bytes={} checksum=ok ({reason})",
+                            record.kind.name(),
+                            value.len()
+                        )?;
+                        continue;
+                    }
+                };
+                let count = event_count(&payload)
                     .map(|count| count.to_string())
                     .unwrap_or_else(|_| "?".to_owned());
                 writeln!(
                     out,
-                    "seq={seq} kind=events events={count} bytes={} checksum=ok crc={:#010x}",
+                    "seq={seq} kind={} events={count} bytes={} checksum=ok crc={:#010x}",
+                    record.kind.name(),
                     value.len(),
                     record.crc
                 )?;
                 let seq_number = Seq::from_key(&key).unwrap_or(Seq::ZERO);
-                match decode_events_payload::<E>(seq_number, record.payload) {
+                match decode_events_payload::<E>(seq_number, &payload) {
                     Ok(events) => {
                         for event in events.iter().take(INSPECT_EVENTS_PER_RECORD_MAX) {
                             writeln!(out, "  {}", truncated(&format!("{event:?}")))?;

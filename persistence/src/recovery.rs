@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::error::{RecordError, WalError};
-use crate::record::{check_record_kind, decode_events_payload, RecordKind, Seq};
+use crate::record::{check_events_record, decode_events_payload, Seq};
 use crate::snapshot::{self, SnapshotView};
 use crate::storage::Durability;
 
@@ -117,7 +117,7 @@ pub(crate) fn run<E: DeserializeOwned>(
                 reason: RecordError::Missing,
             });
         }
-        let payload = match check_record_kind(&value, RecordKind::Events) {
+        let payload = match check_events_record(&value) {
             Ok(payload) => payload,
             Err(reason) => match reach {
                 Reach::Recover => {
@@ -127,7 +127,7 @@ pub(crate) fn run<E: DeserializeOwned>(
                 Reach::Through(_) => return Err(WalError::Corrupt { seq, reason }),
             },
         };
-        let events: Vec<E> = decode_events_payload(seq, payload)?;
+        let events: Vec<E> = decode_events_payload(seq, &payload)?;
         report.records += 1;
         report.events += events.len() as u64;
         for event in events {
@@ -159,7 +159,7 @@ fn truncate_tail(trees: &Trees<'_>, first: Seq, reason: RecordError) -> Result<u
     let mut doomed = Vec::new();
     for entry in trees.log.range(first.to_key()..) {
         let (key, value) = entry?;
-        if check_record_kind(&value, RecordKind::Events).is_ok() {
+        if check_events_record(&value).is_ok() {
             // An intact record after a damaged one: acknowledged history is damaged.
             return Err(WalError::Corrupt { seq: first, reason });
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::Receiver;
 
-use crate::record::{check_record_kind, event_count, RecordKind, Seq};
+use crate::record::{check_events_record, event_count, Seq};
 use crate::storage::{Storage, Syncer};
 
 /// One thing that happened, in the order it happened.
@@ -156,8 +156,8 @@ impl Storage for FakeStorage {
             last: last.0,
         });
         for (seq, bytes) in records {
-            let events = check_record_kind(bytes, RecordKind::Events)
-                .and_then(event_count)
+            let events = check_events_record(bytes)
+                .and_then(|payload| event_count(&payload))
                 .map_err(|e| io::Error::other(format!("the writer wrote a bad record: {e}")))?;
             self.events_written.fetch_add(events, Ordering::SeqCst);
             state.pending.insert(*seq, bytes.clone());
