@@ -206,9 +206,7 @@ impl Shared {
                 // Up to the next multiple of a chunk: whole pages after the first chunk.
                 let chunk = CHUNK_BYTES as LogOffset;
                 let n = std::cmp::min(chunk - at % chunk, to - at);
-                let written = self
-                    .file
-                    .write_all_at(&zeros[..n as usize], at)
+                let written = write_in_pages(&self.file, &zeros[..n as usize], at)
                     .and_then(|()| write_out(&self.file, at, n));
                 if written.is_err() {
                     return;
@@ -222,6 +220,28 @@ impl Shared {
             }
         }
     }
+}
+
+/// The size of the writes the zeros go out in.
+///
+/// A buffered write creates page-cache folios as large as itself (ext4 has large folios since
+/// Linux 6.16), and a folio is dirtied and written back whole: zeros written 64 KiB at a time
+/// made every later log write of a few hundred bytes dirty 64 KiB, and every sync write all of
+/// it back (measured: the syncer's writeback 365 MB/s for 20 MB/s written). Written a page at
+/// a time, a sync writes back the pages the log touched.
+const PAGE_BYTES: usize = 4096;
+
+/// Writes `zeros` at `at` in writes of at most [`PAGE_BYTES`], each ending on a page boundary.
+fn write_in_pages(file: &File, zeros: &[u8], at: LogOffset) -> io::Result<()> {
+    let mut done = 0;
+    while done < zeros.len() {
+        let offset = at + done as LogOffset;
+        let page = PAGE_BYTES as LogOffset;
+        let n = std::cmp::min((page - offset % page) as usize, zeros.len() - done);
+        file.write_all_at(&zeros[done..done + n], offset)?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// Writes a range's dirty pages to the device and waits: clean before the log's next
