@@ -14,9 +14,9 @@ use crate::Log;
 /// How long any caller waits for an actor's answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends with `send`, handing it a reply; waits for the reply at most [`CALL_TIMEOUT`] (with
-/// no timer of its own: see [`crate::deadlines`]). A reply dropped unanswered means the actor
-/// stopped before answering.
+/// Sends with `send`, handing it a reply; waits for the reply, or times out after
+/// [`CALL_TIMEOUT`] and up to two of the deadline thread's sweeps more (no timer of its own: see
+/// [`crate::deadlines`]). A reply dropped unanswered means the actor stopped before answering.
 pub async fn ask<T: Send + 'static>(
     send: impl FnOnce(Reply<Answer<T>>) -> Result<(), CommandError>,
 ) -> Answer<T> {
@@ -133,7 +133,10 @@ impl<T> Drop for Slot<T> {
 /// waking its caller from outside the runtime takes a lock on the runtime's queue and often a
 /// wake-up of its worker; as one task, the callers wake from inside, in one go (hot SKU: 8 %
 /// less CPU per hold; 100 holds per call: ×1.12 holds/s). If the runtime has shut down, `f`
-/// is dropped unrun, and whatever answers it carried answer as dropped replies do.
+/// is dropped unrun, and whatever answers it carried answer as dropped replies do. Work handed
+/// over here may take effect after callbacks the log runs later (those of the next sync): the
+/// answers of a batch of holds reach only their own callers and the orchestrator's queue of
+/// settled reservations, and nothing waits on their order.
 pub fn on_runtime(runtime: &tokio::runtime::Handle, f: impl FnOnce() + Send + 'static) {
     if tokio::runtime::Handle::try_current().is_ok() {
         f()

@@ -115,6 +115,7 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     fn in_flight(&self) -> usize {
         self.slots.len() - self.free.len()
     }
@@ -172,20 +173,19 @@ fn sweep_forever(deadlines: &'static Deadlines) {
                 start = end;
                 end < table.slots.len()
             };
-            // Answered outside the lock: a wake may run other code.
+            // Answered outside the lock: a wake may run other code. A panic there must not end
+            // the thread, or no call would time out again.
             for cell in expired.drain(..) {
-                cell.expire();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cell.expire())).is_err()
+                {
+                    tracing::error!("a call's timeout panicked while waking its caller");
+                }
             }
             if !more {
                 break;
             }
         }
     }
-}
-
-/// Calls in flight right now (for tests and gauges).
-pub fn in_flight() -> usize {
-    lock(table()).in_flight()
 }
 
 /// A new call: the reply to hand to whoever answers, and the future that waits for the answer
@@ -280,8 +280,13 @@ mod tests {
         CommandError::Unavailable("stopped".into())
     }
 
+    /// Calls in flight in the whole process (other tests' calls included).
+    fn in_flight() -> usize {
+        lock(table()).in_flight()
+    }
+
     #[tokio::test]
-    async fn an_answered_call_resolves_to_its_answer_and_leaves_the_table() {
+    async fn an_answered_call_resolves_to_its_answer() {
         let (filler, answer) = call::<u32>(Duration::from_secs(5), stopped);
         let waiting = tokio::spawn(answer);
         tokio::task::yield_now().await;
@@ -332,7 +337,6 @@ mod tests {
 
     #[tokio::test]
     async fn calls_that_end_leave_no_slot_behind() {
-        let before_ids = lock(table()).next_id;
         for _ in 0..1_000 {
             let (filler, answer) = call::<u32>(Duration::from_secs(5), stopped);
             filler.fill(Ok(1));
@@ -340,7 +344,6 @@ mod tests {
             let (_filler, answer) = call::<u32>(Duration::from_secs(5), stopped);
             drop(answer);
         }
-        assert!(lock(table()).next_id >= before_ids + 2_000);
         // Other tests run calls of their own concurrently; ours all ended, so the table holds
         // at most theirs, not a thousand of ours.
         assert!(

@@ -45,7 +45,7 @@ pub fn prepare() {
 /// How many tokio worker threads a process that runs the live system should start: one core
 /// fewer than the machine has, at least one.
 ///
-/// The log's threads (writer, syncer, acks) and sled's IO threads work off the runtime on every
+/// The log's threads (writer, syncer) and sled's IO threads work off the runtime on every
 /// durable change; with a worker on every core they queue behind the workers for a core, and the
 /// workers wake and steal from each other for every burst of answers. On 2 cores one worker
 /// measured more than two, alternating runs in one go (README, "The live system" and "The HTTP

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::error::{RecordError, WalError};
-use crate::record::{check_events_record, decode_events_payload, Seq};
+use crate::record::{check_events_record, check_record, decode_events_payload, Seq};
 use crate::snapshot::{self, SnapshotView};
 use crate::storage::Durability;
 
@@ -120,11 +120,16 @@ pub(crate) fn run<E: DeserializeOwned>(
         let payload = match check_events_record(&value) {
             Ok(payload) => payload,
             Err(reason) => match reach {
-                Reach::Recover => {
+                // Only damage is a torn tail: a record whose checksum holds was written whole,
+                // so one that still does not read (it does not decompress, say) is acknowledged
+                // history that this build cannot read, not something to cut off.
+                Reach::Recover if !written_whole(&value) => {
                     report.truncated_records = truncate_tail(&trees, seq, reason)?;
                     break;
                 }
-                Reach::Through(_) => return Err(WalError::Corrupt { seq, reason }),
+                Reach::Recover | Reach::Through(_) => {
+                    return Err(WalError::Corrupt { seq, reason })
+                }
             },
         };
         let events: Vec<E> = decode_events_payload(seq, &payload)?;
@@ -153,13 +158,18 @@ pub(crate) fn run<E: DeserializeOwned>(
     Ok(report)
 }
 
+/// Whether a stored record's header and checksum hold: it was written whole, whatever it holds.
+fn written_whole(value: &[u8]) -> bool {
+    check_record(value).is_ok()
+}
+
 /// `first` failed its checks. Removes it and everything after it if nothing after it is
 /// intact; otherwise reports `first` as corrupt.
 fn truncate_tail(trees: &Trees<'_>, first: Seq, reason: RecordError) -> Result<u64, WalError> {
     let mut doomed = Vec::new();
     for entry in trees.log.range(first.to_key()..) {
         let (key, value) = entry?;
-        if check_events_record(&value).is_ok() {
+        if written_whole(&value) {
             // An intact record after a damaged one: acknowledged history is damaged.
             return Err(WalError::Corrupt { seq: first, reason });
         }

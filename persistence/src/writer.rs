@@ -372,7 +372,7 @@ struct WriteCounts {
 /// sled; tests run one over a fake [`Storage`].
 pub struct GroupCommit<E> {
     appender: Appender<E>,
-    /// Writer, syncer, acks: joined in this order, each ends after the one before it.
+    /// Writer, syncer: joined in this order; the syncer ends after the writer.
     threads: Vec<(&'static str, JoinHandle<()>)>,
 }
 

@@ -239,6 +239,72 @@ fn a_damaged_header_in_the_middle_is_corruption_too() {
     }
 }
 
+/// `count` records of twenty similar events each: stored compressed.
+fn write_compressed_records(dir: &std::path::Path, count: u64) {
+    let wal = open(dir);
+    let appender = wal.appender();
+    for record in 0..count {
+        appender.append_and_wait(events(record * 20, 20)).unwrap();
+    }
+    wal.close();
+    for seq in 1..=count {
+        let db = conductor_persistence::storage::open_db(dir).unwrap();
+        let log = db
+            .open_tree(conductor_persistence::storage::LOG_TREE)
+            .unwrap();
+        let stored = log.get(Seq::new(seq).to_key()).unwrap().unwrap();
+        assert_eq!(
+            conductor_persistence::record::check_record(&stored)
+                .unwrap()
+                .kind,
+            conductor_persistence::record::RecordKind::EventsLz4
+        );
+    }
+}
+
+#[test]
+fn damage_before_compressed_records_stops_recovery_and_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_compressed_records(dir.path(), 4);
+    damage_record(dir.path(), 2, |bytes| {
+        bytes[HEADER_PAYLOAD_BYTE + 6] ^= 0x01
+    });
+    let error = recover_all(dir.path()).unwrap_err();
+    assert!(
+        matches!(error, WalError::Corrupt { seq, .. } if seq == Seq::new(2)),
+        "{error}"
+    );
+    assert_eq!(stored_seqs(dir.path()), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_whole_tail_record_that_does_not_decompress_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write_compressed_records(dir.path(), 3);
+    // Record 3 replaced by one whose checksum holds but whose block is not LZ4: written
+    // whole, so not torn; a build that cannot read it must not cut it off.
+    damage_record(dir.path(), 3, |bytes| {
+        let payload = [200u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
+        let mut record = vec![1, 4];
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        *bytes = record;
+    });
+    let error = recover_all(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            WalError::Corrupt {
+                seq,
+                reason: RecordError::BadCompression(_)
+            } if seq == Seq::new(3)
+        ),
+        "{error}"
+    );
+    assert_eq!(stored_seqs(dir.path()), vec![1, 2, 3]);
+}
+
 #[test]
 fn a_missing_record_in_the_middle_is_reported() {
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,8 @@ use std::thread::JoinHandle;
 
 use super::LogOffset;
 
-/// Zeros written per system call (chunks end at multiples of it).
+/// Zeros written and then written out to the device at a time (chunks end at multiples of
+/// it; each goes to the file in writes of [`PAGE_BYTES`]).
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The pause after a chunk while the zeros are more than half a segment ahead of the log
