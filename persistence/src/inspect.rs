@@ -122,7 +122,7 @@ pub fn inspect<E: Debug + DeserializeOwned>(
                 )?;
             }
             Ok(record) => {
-                let payload = match check_events_record(&value) {
+                let payload = match record.events_payload() {
                     Ok(payload) => payload,
                     Err(reason) => {
                         writeln!(

@@ -215,14 +215,20 @@ pub fn check_record_kind(bytes: &[u8], expected: RecordKind) -> Result<&[u8], Re
 /// Checks a stored events record, plain or compressed, and returns its events payload (the
 /// bincode `Vec<E>`), decompressed if it was compressed.
 pub fn check_events_record(bytes: &[u8]) -> Result<Cow<'_, [u8]>, RecordError> {
-    let record = check_record(bytes)?;
-    match record.kind {
-        RecordKind::Events => Ok(Cow::Borrowed(record.payload)),
-        RecordKind::EventsLz4 => decompress_events(record.payload).map(Cow::Owned),
-        found => Err(RecordError::UnexpectedKind {
-            expected: RecordKind::Events,
-            found,
-        }),
+    check_record(bytes)?.events_payload()
+}
+
+impl<'a> CheckedRecord<'a> {
+    /// The events payload of a checked events record, plain or compressed.
+    pub fn events_payload(&self) -> Result<Cow<'a, [u8]>, RecordError> {
+        match self.kind {
+            RecordKind::Events => Ok(Cow::Borrowed(self.payload)),
+            RecordKind::EventsLz4 => decompress_events(self.payload).map(Cow::Owned),
+            found => Err(RecordError::UnexpectedKind {
+                expected: RecordKind::Events,
+                found,
+            }),
+        }
     }
 }
 
@@ -306,18 +312,13 @@ pub(crate) fn encode_record(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
 /// theirs (a sale's reservations differ in their ids and little else). LZ4 because it costs
 /// far less CPU than the bytes it saves cost sled and the disk.
 fn compress_events(payload: &[u8]) -> Option<Vec<u8>> {
-    let mut builder = RecordBuilder::new(
-        RecordKind::EventsLz4,
-        4 + lz4_flex::block::get_maximum_output_size(payload.len()),
-    );
+    let block_max = lz4_flex::block::get_maximum_output_size(payload.len());
+    let mut builder = RecordBuilder::new(RecordKind::EventsLz4, 4 + block_max);
     let out = builder.payload_mut();
     // The payload is at most PAYLOAD_BYTES_MAX, far below u32::MAX.
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     let start = out.len();
-    out.resize(
-        start + lz4_flex::block::get_maximum_output_size(payload.len()),
-        0,
-    );
+    out.resize(start + block_max, 0);
     let compressed = lz4_flex::block::compress_into(payload, &mut out[start..]).ok()?;
     out.truncate(start + compressed);
     // Below an eighth saved, the bytes saved are not worth a decompression at every replay.
@@ -380,8 +381,6 @@ pub(crate) struct RecordPacker {
     /// known only when the record is sealed).
     body: Vec<u8>,
     body_events: u64,
-    /// The open record's events payload while it is sealed (a buffer kept between records).
-    payload: Vec<u8>,
     /// Sealed records, in log order.
     pub(crate) records: Vec<(Seq, Vec<u8>)>,
     pub(crate) events: u64,
@@ -393,7 +392,6 @@ impl RecordPacker {
             next_seq,
             body: Vec::new(),
             body_events: 0,
-            payload: Vec::new(),
             records: Vec::new(),
             events: 0,
         }
@@ -426,19 +424,18 @@ impl RecordPacker {
         if self.body_events == 0 {
             return;
         }
+        let mut builder = RecordBuilder::new(RecordKind::Events, self.body.len() + 9);
         // The count encodes exactly as bincode encodes a sequence length (a u64 varint), so the
         // payload is the encoding of a Vec<E>.
-        self.payload.clear();
         bincode::serde::encode_into_std_write(
             self.body_events,
-            &mut self.payload,
+            builder.payload_mut(),
             bincode_config::<PAYLOAD_BYTES_MAX>(),
         )
         .expect("encoding a u64 into a Vec cannot fail");
-        self.payload.extend_from_slice(&self.body);
-        debug_assert!(self.payload.len() <= PAYLOAD_BYTES_MAX);
-        let record = compress_events(&self.payload)
-            .unwrap_or_else(|| encode_record(RecordKind::Events, &self.payload));
+        builder.payload_mut().extend_from_slice(&self.body);
+        let plain = builder.finish();
+        let record = compress_events(&plain[HEADER_BYTES..]).unwrap_or(plain);
         let seq = self.next_seq;
         self.records.push((seq, record));
         self.next_seq = seq.next();

@@ -327,9 +327,6 @@ impl<E: Serialize> Appender<E> {
 /// waits, its queue fills, and producers are told the log is busy.
 pub const WRITTEN_BATCHES_QUEUED_MAX: usize = 64;
 
-/// One batch's answers, in log order.
-type AckBatch = Vec<(Ack, Result<Seq, WalError>)>;
-
 /// A batch the writer is done with, on its way to the syncer.
 struct Written {
     /// Each append's answer-to-be: the seq of the last record holding it.
@@ -675,14 +672,13 @@ impl<Y: Syncer> SyncLoop<Y> {
                 }
             }
         };
-        let mut answers = Vec::with_capacity(pending.iter().map(|w| w.acks.len()).sum());
+        // The callbacks, in log order, before the next sync.
         for batch in pending.drain(..) {
             let outcome = batch.outcome.map(|_| ()).and_then(|()| synced.clone());
             for (ack, seq) in batch.acks {
-                answers.push((ack, outcome.as_ref().map(|()| seq).map_err(Fault::error)));
+                ack.complete(outcome.as_ref().map(|()| seq).map_err(Fault::error));
             }
         }
-        self.answer(answers);
     }
 
     fn count(&self, counts: WriteCounts, pending: &[Written], sync_nanos: u64) {
@@ -715,12 +711,5 @@ impl<Y: Syncer> SyncLoop<Y> {
         shared
             .sync_nanos_total
             .fetch_add(sync_nanos, Ordering::Relaxed);
-    }
-
-    /// Runs a sync's callbacks, in log order.
-    fn answer(&self, answers: AckBatch) {
-        for (ack, result) in answers {
-            ack.complete(result);
-        }
     }
 }
