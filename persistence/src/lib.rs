@@ -47,7 +47,7 @@ pub mod record;
 pub mod recovery;
 pub mod snapshot;
 pub mod storage;
-#[cfg(feature = "testsuite")]
+#[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 pub mod wal;
 pub mod writer;

@@ -575,20 +575,6 @@ mod tests {
         assert_eq!(decoded, events);
     }
 
-    /// Text that LZ4 cannot shorten: splitmix64's letters.
-    fn noise(len: usize, seed: u64) -> String {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = x;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                char::from(b'!' + ((z ^ (z >> 31)) % 90) as u8)
-            })
-            .collect()
-    }
-
     #[test]
     fn a_repetitive_record_is_stored_compressed_and_reads_back_the_same() {
         let events = sample(300, 40);
@@ -610,7 +596,7 @@ mod tests {
         let events: Vec<Event> = (0..20)
             .map(|i| Event::Text {
                 id: i,
-                text: noise(200, i + 1),
+                text: crate::testsuite::incompressible_text(200, i + 1),
             })
             .collect();
         let (seq, bytes) = encode_events(Seq::new(1), &events).unwrap().remove(0);

@@ -1,7 +1,8 @@
 //! Test helpers, behind the `testsuite` feature: [`FakeStorage`], a [`Storage`] that journals
 //! every write and sync next to the acknowledgements the test records, can fail a chosen sync,
 //! and can hold writes or syncs until the test releases them; and [`check_acks_follow_syncs`], the
-//! ordering property every group-commit test asserts.
+//! ordering property every group-commit test asserts; [`incompressible_text`], for records the
+//! log's compression cannot shorten.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -247,4 +248,19 @@ pub fn check_acks_follow_syncs(steps: &[Step]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `len` printable characters that LZ4 cannot shorten (splitmix64's letters from `seed`): for
+/// tests of records stored whole, as large as they get.
+pub fn incompressible_text(len: usize, seed: u64) -> String {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            char::from(b'!' + ((z ^ (z >> 31)) % 90) as u8)
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{open, recover_all, TestEvent};
+use conductor_persistence::testsuite::incompressible_text;
 use conductor_persistence::Seq;
 
 fn blob_files(dir: &Path) -> Vec<String> {
@@ -19,24 +20,14 @@ fn blob_files(dir: &Path) -> Vec<String> {
     }
 }
 
-/// About 100 encoded bytes that do not compress (a splitmix64 sequence as text), so the log's
-/// records are stored whole, as large as they get.
+/// About 100 encoded bytes that do not compress, so the log's records are stored whole, as
+/// large as they get.
 fn fat_event(id: u64) -> TestEvent {
-    let mut x = id;
-    let note = (0..8)
-        .map(|_| {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            format!("{:016x}", z ^ (z >> 31))
-        })
-        .collect::<String>();
     TestEvent {
         entity: (id % 13) as u32,
         id,
         amount: id as i64,
-        note,
+        note: incompressible_text(91, id),
     }
 }
 
