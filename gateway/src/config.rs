@@ -56,6 +56,7 @@ pub struct WalFile {
     pub queue_appends_max: Option<usize>,
     pub batch_events_max: Option<usize>,
     pub batch_wait_us: Option<u64>,
+    pub write_wait_us: Option<u64>,
     pub enqueue_timeout_ms: Option<u64>,
 }
 
@@ -132,6 +133,9 @@ pub fn resolve(flags: Flags) -> Result<ServeOptions, String> {
         }
         if let Some(us) = w.batch_wait_us {
             config.wal.batch_wait = Duration::from_micros(us);
+        }
+        if let Some(us) = w.write_wait_us {
+            config.wal.write_wait = Duration::from_micros(us);
         }
         if let Some(ms) = w.enqueue_timeout_ms {
             config.wal.enqueue_timeout = Duration::from_millis(ms);

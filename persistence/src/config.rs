@@ -14,6 +14,9 @@ pub const BATCH_EVENTS_MAX: usize = 1 << 20;
 /// The longest the writer may wait for more appends before writing a batch.
 pub const BATCH_WAIT_MAX: Duration = Duration::from_millis(10);
 
+/// The longest the syncer may wait for a write in progress before it syncs.
+pub const WRITE_WAIT_MAX: Duration = Duration::from_secs(1);
+
 /// The longest a producer may be told to wait for room in the queue.
 pub const ENQUEUE_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 
@@ -34,6 +37,10 @@ pub struct WalConfig {
     /// Zero (the default) writes at once: appends that arrive while a flush runs are batched
     /// anyway, and waiting only adds latency when the producers are few.
     pub batch_wait: Duration,
+    /// How long the syncer, about to sync, waits for appends the writer holds or has queued
+    /// (at most one more written batch): a write takes microseconds, and appends that miss a
+    /// sync wait for all of the next one. Zero syncs at once.
+    pub write_wait: Duration,
     /// How long `append` waits for room in a full queue before returning [`WalError::Busy`].
     pub enqueue_timeout: Duration,
 }
@@ -44,6 +51,7 @@ impl Default for WalConfig {
             queue_appends_max: 4096,
             batch_events_max: 16 * 1024,
             batch_wait: Duration::ZERO,
+            write_wait: Duration::from_micros(50),
             enqueue_timeout: Duration::from_secs(1),
         }
     }
@@ -64,6 +72,11 @@ impl WalConfig {
         if self.batch_wait > BATCH_WAIT_MAX {
             return Err(WalError::InvalidConfig(
                 "batch_wait must be at most BATCH_WAIT_MAX",
+            ));
+        }
+        if self.write_wait > WRITE_WAIT_MAX {
+            return Err(WalError::InvalidConfig(
+                "write_wait must be at most WRITE_WAIT_MAX",
             ));
         }
         if self.enqueue_timeout > ENQUEUE_TIMEOUT_MAX {

@@ -392,3 +392,88 @@ fn appends_after_a_barrier_never_share_a_record_with_those_before_it() {
         ]
     );
 }
+
+#[test]
+fn a_sync_waits_for_a_write_in_progress_and_covers_it() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
+    let held = storage.writes_held();
+    let config = WalConfig {
+        write_wait: Duration::from_secs(1),
+        ..WalConfig::default()
+    };
+    let writer = start(storage, config);
+    let appender = writer.appender();
+    let ack = |journal: &Journal| {
+        let journal = journal.clone();
+        move |result: Result<Seq, WalError>| journal.ack(&result)
+    };
+    // The first append waits in its write while the second queues behind it.
+    appender.append(events(0, 1), ack(&journal)).unwrap();
+    wait_until(|| held.load(Ordering::SeqCst) == 1);
+    appender.append(events(1, 1), ack(&journal)).unwrap();
+    // The first is written and handed to the syncer; the second is now in its write, and the
+    // syncer waits for it instead of syncing the first alone. Held long enough that a syncer
+    // that did not wait would have synced by then.
+    release.send(()).unwrap();
+    wait_until(|| held.load(Ordering::SeqCst) == 1);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(release);
+    writer.close();
+    let steps = journal.steps();
+    check_acks_follow_syncs(&steps).unwrap();
+    let syncs = steps.iter().filter(|s| **s == Step::SyncOk).count();
+    assert_eq!(syncs, 1, "one sync for both writes: {steps:?}");
+    assert!(
+        matches!(
+            steps[..],
+            [Step::Write { .. }, Step::Write { .. }, Step::SyncOk, Step::AckOk(_), Step::AckOk(_)]
+        ),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn the_wait_for_a_write_in_progress_is_bounded() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
+    let held = storage.writes_held();
+    let config = WalConfig {
+        write_wait: Duration::from_millis(20),
+        ..WalConfig::default()
+    };
+    let writer = start(storage, config);
+    let appender = writer.appender();
+    let (first_tx, first_rx) = crossbeam_channel::bounded(1);
+    appender
+        .append(events(0, 1), move |result| {
+            let _ = first_tx.send(result);
+        })
+        .unwrap();
+    wait_until(|| held.load(Ordering::SeqCst) == 1);
+    appender.append(events(1, 1), |_| {}).unwrap();
+    release.send(()).unwrap();
+    // The second write stays held; the first is acknowledged anyway once the wait runs out.
+    let first = first_rx.recv_timeout(Duration::from_secs(10));
+    let second_still_held = held.load(Ordering::SeqCst) == 1;
+    drop(release);
+    writer.close();
+    assert!(matches!(first, Ok(Ok(_))), "{first:?}");
+    assert!(second_still_held);
+}
+
+#[test]
+fn a_write_wait_over_the_limit_is_refused() {
+    let config = WalConfig {
+        write_wait: conductor_persistence::config::WRITE_WAIT_MAX + Duration::from_micros(1),
+        ..WalConfig::default()
+    };
+    let started = GroupCommit::<TestEvent>::start(
+        FakeStorage::new(Journal::default()),
+        Seq::new(1),
+        &config,
+    );
+    assert!(matches!(started, Err(WalError::InvalidConfig(_))));
+}
