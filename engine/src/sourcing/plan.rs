@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smallvec::{smallvec, SmallVec};
 
 use crate::ids::{Qty, SkuId, StockPointId};
 use crate::inventory::{Source, StockPointInventory};
@@ -15,6 +16,17 @@ use crate::time::Timestamp;
 pub const CANDIDATES_EXPLAINED_MAX: usize = 8;
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Candidates (and offers per line) kept on the stack: a plan's scratch lists are allocated
+/// only in networks larger than this. Planning is most of a checkout's cost when requests
+/// differ (the plan memo cannot help), and a dozen small allocations per plan were a third of it.
+const CANDIDATES_INLINE: usize = 16;
+
+/// Stock points whose candidate slot is kept on the stack.
+const SLOTS_INLINE: usize = 64;
+
+/// Scratch lists indexed by candidate.
+type PerCandidate<T> = SmallVec<[T; CANDIDATES_INLINE]>;
 
 /// What one stock point has of one SKU, as the planner sees it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -200,7 +212,7 @@ pub fn plan(
         }
     }
     // Group lines by the first rule that matches each, keeping rule order.
-    let mut groups: Vec<(&CompiledRule, Vec<usize>)> = Vec::new();
+    let mut groups: SmallVec<[(&CompiledRule, SmallVec<[usize; 4]>); 2]> = SmallVec::new();
     for (i, line) in request.lines.iter().enumerate() {
         let rule = rules
             .rules
@@ -209,7 +221,7 @@ pub fn plan(
             .ok_or(PlanError::NoRuleMatches(i))?;
         match groups.iter_mut().find(|(r, _)| r.index == rule.index) {
             Some((_, lines)) => lines.push(i),
-            None => groups.push((rule, vec![i])),
+            None => groups.push((rule, smallvec![i])),
         }
     }
     groups.sort_by_key(|(rule, _)| rule.index);
@@ -230,7 +242,11 @@ pub fn plan(
             &mut ledger,
             &rules.unit_vectors,
         );
-        allocations.extend(outcome.allocations);
+        if allocations.is_empty() {
+            allocations = outcome.allocations;
+        } else {
+            allocations.extend(outcome.allocations);
+        }
         shortages.extend(outcome.shortages);
         explanation.groups.push(outcome.explanation);
     }
@@ -261,7 +277,7 @@ pub fn plan(
 /// Units this plan has already taken, so that two lines of one SKU do not count the same units.
 #[derive(Default)]
 struct Ledger {
-    taken: Vec<(StockPointId, SkuId, Source, Qty)>,
+    taken: SmallVec<[(StockPointId, SkuId, Source, Qty); 4]>,
 }
 
 impl Ledger {
@@ -359,7 +375,7 @@ fn plan_group(
     let c = &rule.rule.constraints;
     let strategy = rule.rule.strategy;
     let ship_to = request.ship_to.map(|to| to.unit_vector());
-    let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(network.len());
+    let mut candidates: PerCandidate<Candidate<'_>> = SmallVec::new();
     candidates.extend(
         network
             .iter()
@@ -384,17 +400,18 @@ fn plan_group(
     // Per line: what each candidate can offer, in candidate order. The SKU's stock list is
     // walked once and mapped to candidates through `slot`, so the cost follows the stock points
     // that carry the SKU, not candidates × stock points.
-    let mut slot = vec![usize::MAX; network.len()];
+    let mut slot: SmallVec<[usize; SLOTS_INLINE]> = smallvec![usize::MAX; network.len()];
     for (k, cand) in candidates.iter().enumerate() {
         slot[cand.sp.id.index()] = k;
     }
     let mut stock = Vec::new();
-    let mut offers: Vec<Vec<(Qty, Qty)>> = Vec::with_capacity(lines.len());
+    let mut offers: SmallVec<[PerCandidate<(Qty, Qty)>; 1]> = SmallVec::with_capacity(lines.len());
     for &i in lines {
         let line = &request.lines[i];
         stock.clear();
         view.stock_of(line.sku, horizon, &mut stock);
-        let mut row = vec![(Qty::ZERO, Qty::ZERO); candidates.len()];
+        let mut row: PerCandidate<(Qty, Qty)> =
+            smallvec![(Qty::ZERO, Qty::ZERO); candidates.len()];
         for s in &stock {
             let Some(&k) = slot.get(s.stock_point.index()) else {
                 continue;
@@ -414,11 +431,11 @@ fn plan_group(
         offers.push(row);
     }
 
-    let order: Vec<usize> = match strategy {
+    let order: PerCandidate<usize> = match strategy {
         Strategy::FewestShipments => cover_order(&candidates, lines, request, &offers),
         Strategy::Balance => {
             // Most available (summed over the group's lines) first; ties keep rank order.
-            let mut idx: Vec<usize> = (0..candidates.len()).collect();
+            let mut idx: PerCandidate<usize> = (0..candidates.len()).collect();
             idx.sort_by_key(|&k| {
                 std::cmp::Reverse(offers.iter().map(|row| row[k].0 .0).sum::<u64>())
             });
@@ -429,12 +446,12 @@ fn plan_group(
 
     let mut allocations = Vec::new();
     let mut shortages = Vec::new();
-    let mut chosen = vec![false; candidates.len()];
+    let mut chosen: PerCandidate<bool> = smallvec![false; candidates.len()];
     let group_start = ledger.taken.len();
     for (row, &i) in offers.iter().zip(lines) {
         let line = &request.lines[i];
         // Earlier lines of this group may have taken units of the same SKU.
-        let row: Vec<(Qty, Qty)> = row
+        let row: PerCandidate<(Qty, Qty)> = row
             .iter()
             .zip(&candidates)
             .map(|((shelf, incoming), cand)| {
@@ -545,23 +562,23 @@ fn allocate_line(
     qty: Qty,
     max_splits: usize,
     source: Source,
-) -> Vec<(usize, Qty, Source)> {
+) -> SmallVec<[(usize, Qty, Source); 2]> {
     let offer = |k: usize| match source {
         Source::OnHand => row[k].0,
         Source::Incoming => row[k].1,
     };
     if max_splits == 0 {
-        return Vec::new();
+        return SmallVec::new();
     }
     if let Some(&k) = order.iter().find(|&&k| offer(k) >= qty) {
         // One stock point can serve the whole line: one shipment beats a split.
-        return vec![(k, qty, source)];
+        return smallvec![(k, qty, source)];
     }
     if max_splits == 1 {
-        return Vec::new();
+        return SmallVec::new();
     }
     let mut left = qty;
-    let mut out = Vec::new();
+    let mut out = SmallVec::new();
     for &k in order {
         if left.is_zero() || out.len() == max_splits {
             break;
@@ -581,11 +598,11 @@ fn cover_order(
     candidates: &[Candidate<'_>],
     lines: &[usize],
     request: &PlanRequest<'_>,
-    offers: &[Vec<(Qty, Qty)>],
-) -> Vec<usize> {
-    let mut open: Vec<bool> = vec![true; lines.len()];
-    let mut order = Vec::with_capacity(candidates.len());
-    let mut used = vec![false; candidates.len()];
+    offers: &[PerCandidate<(Qty, Qty)>],
+) -> PerCandidate<usize> {
+    let mut open: SmallVec<[bool; 8]> = smallvec![true; lines.len()];
+    let mut order = PerCandidate::with_capacity(candidates.len());
+    let mut used: PerCandidate<bool> = smallvec![false; candidates.len()];
     while order.len() < candidates.len() {
         let best = (0..candidates.len())
             .filter(|&k| !used[k])
