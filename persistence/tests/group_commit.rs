@@ -428,7 +428,13 @@ fn a_sync_waits_for_a_write_in_progress_and_covers_it() {
     assert!(
         matches!(
             steps[..],
-            [Step::Write { .. }, Step::Write { .. }, Step::SyncOk, Step::AckOk(_), Step::AckOk(_)]
+            [
+                Step::Write { .. },
+                Step::Write { .. },
+                Step::SyncOk,
+                Step::AckOk(_),
+                Step::AckOk(_)
+            ]
         ),
         "{steps:?}"
     );
@@ -470,10 +476,7 @@ fn a_write_wait_over_the_limit_is_refused() {
         write_wait: conductor_persistence::config::WRITE_WAIT_MAX + Duration::from_micros(1),
         ..WalConfig::default()
     };
-    let started = GroupCommit::<TestEvent>::start(
-        FakeStorage::new(Journal::default()),
-        Seq::new(1),
-        &config,
-    );
+    let started =
+        GroupCommit::<TestEvent>::start(FakeStorage::new(Journal::default()), Seq::new(1), &config);
     assert!(matches!(started, Err(WalError::InvalidConfig(_))));
 }

@@ -25,6 +25,9 @@ const CANDIDATES_INLINE: usize = 16;
 /// Stock points whose candidate slot is kept on the stack.
 const SLOTS_INLINE: usize = 64;
 
+/// A request's lines grouped by the first rule that matches each, in rule order.
+type RuleGroups<'r> = SmallVec<[(&'r CompiledRule, SmallVec<[usize; 4]>); 2]>;
+
 /// Scratch lists indexed by candidate.
 type PerCandidate<T> = SmallVec<[T; CANDIDATES_INLINE]>;
 
@@ -212,7 +215,7 @@ pub fn plan(
         }
     }
     // Group lines by the first rule that matches each, keeping rule order.
-    let mut groups: SmallVec<[(&CompiledRule, SmallVec<[usize; 4]>); 2]> = SmallVec::new();
+    let mut groups: RuleGroups<'_> = SmallVec::new();
     for (i, line) in request.lines.iter().enumerate() {
         let rule = rules
             .rules
@@ -410,8 +413,7 @@ fn plan_group(
         let line = &request.lines[i];
         stock.clear();
         view.stock_of(line.sku, horizon, &mut stock);
-        let mut row: PerCandidate<(Qty, Qty)> =
-            smallvec![(Qty::ZERO, Qty::ZERO); candidates.len()];
+        let mut row: PerCandidate<(Qty, Qty)> = smallvec![(Qty::ZERO, Qty::ZERO); candidates.len()];
         for s in &stock {
             let Some(&k) = slot.get(s.stock_point.index()) else {
                 continue;
