@@ -7,18 +7,18 @@
 //! records, writes them through [`Storage`] (not yet durable) and hands the batch to the syncer.
 //! The syncer takes every batch written so far (waiting up to `write_wait` for one more if the
 //! writer has appends in hand or queued), syncs once, and runs the appends' callbacks in log
-//! order before it starts the next sync. So while one sync is in
-//! progress the writer is already writing the next batches, and the next sync starts as soon as
-//! the previous one ends: a sync covers everything that arrived during the one before it, and
-//! an append waits for at most the rest of one sync and then its own. (Written and synced on
-//! one thread, each cycle was write then sync, and appends that arrived during the sync waited
-//! for the write as well.) The callbacks run on the syncer, not on a thread of their own: a
-//! hand-off to a third thread was one more wake-up on every sync's way to its callers (hot SKU
-//! ×1.14 holds/s and 13 % less CPU per hold without it), and callbacks are hand-offs themselves
-//! (a message, a oneshot, one task for a batch of answers). The price: a slow callback holds up
-//! the next sync, as it held up every later answer before. A failed write or sync poisons the log: the appends waiting on it get
-//! [`WalError::Failed`], everything after gets [`WalError::Poisoned`], and the sync is never
-//! retried.
+//! order before it starts the next sync. So while one sync is in progress the writer is already
+//! writing the next batches, and the next sync starts as soon as the previous one ends: a sync
+//! covers everything that arrived during the one before it, and an append waits for at most the
+//! rest of one sync and then its own (plus, before each sync, at most `write_wait` for a write
+//! in progress). (Written and synced on one thread, each cycle was write then sync, and appends
+//! that arrived during the sync waited for the write as well.) The callbacks run on the syncer,
+//! not on a thread of their own: a hand-off to a third thread was one more wake-up on every
+//! sync's way to its callers (hot SKU ×1.14 holds/s and 13 % less CPU per hold without it), and
+//! callbacks are hand-offs themselves (a message, a oneshot, one task for a batch of answers).
+//! The price: a slow callback holds up the next sync, as it held up every later answer before.
+//! A failed write or sync poisons the log: the appends waiting on it get [`WalError::Failed`],
+//! everything after gets [`WalError::Poisoned`], and the sync is never retried.
 //!
 //! Every queued append carries an [`Ack`], a guard that runs the callback with
 //! [`WalError::Closed`] if it is dropped unanswered, so an accepted append is always answered
@@ -518,11 +518,9 @@ impl<S: Storage> Writer<S> {
             if !shutdown {
                 shutdown = self.collect(&mut batch);
             }
-            let appends = batch.len();
-            if appends > 0 {
+            if !batch.is_empty() {
                 self.write(&mut batch);
             }
-            self.shared.unwritten.fetch_sub(appends, Ordering::SeqCst);
             if shutdown {
                 break;
             }
@@ -530,6 +528,9 @@ impl<S: Storage> Writer<S> {
         self.shared.closed.store(true, Ordering::SeqCst);
         // Appends queued after the shutdown message are answered with Closed by their guards.
         while let Ok(message) = self.rx.try_recv() {
+            if matches!(message, Message::Append(_)) {
+                self.shared.unwritten.fetch_sub(1, Ordering::SeqCst);
+            }
             drop(message);
         }
         debug!(next_seq = %self.next_seq, "wal writer stopped");
@@ -620,6 +621,11 @@ impl<S: Storage> Writer<S> {
     /// Hands a written batch to the syncer; answers it here with `Closed` if the syncer is
     /// gone (it panicked), since then nothing will sync it.
     fn hand_over(&self, written: Written) {
+        // Uncounted before the syncer can see the batch: still counted, the batch would have
+        // the syncer holding it wait for it.
+        self.shared
+            .unwritten
+            .fetch_sub(written.acks.len(), Ordering::SeqCst);
         if let Err(handoff::SendError(written)) = self.written.send(written) {
             error!("wal syncer thread is gone; answering a written batch as closed");
             for (ack, _) in written.acks {
@@ -629,7 +635,8 @@ impl<S: Storage> Writer<S> {
     }
 }
 
-/// The syncer thread: syncs every batch written so far, then answers them.
+/// The syncer thread: syncs every batch written so far (after waiting up to `write_wait` for
+/// one in progress), then answers them.
 struct SyncLoop<Y> {
     syncer: Y,
     rx: Receiver<Written>,
@@ -646,12 +653,13 @@ impl<Y: Syncer> SyncLoop<Y> {
             // Everything written by now goes into this sync; the channel's bound caps it.
             pending.extend(self.rx.try_iter().take(WRITTEN_BATCHES_QUEUED_MAX));
             // Appends the writer has in hand or queued would miss this sync and wait for all
-            // of the next one; a write takes microseconds. Waiting for one more batch raised
-            // the hot SKU's holds per sync from ~91 to ~98 and, in a busy spell, its holds/s
-            // ×1.07 with p99 ×0.92 (it is as often the writer's thread still waking up).
+            // of the next one; a write takes microseconds (and so, often, does the writer's
+            // waking up to a queued append). Not a wait for more appends to arrive: only for
+            // those already handed to the log. Hot SKU: ~91 → ~100 holds per sync.
             if !self.write_wait.is_zero() && self.shared.unwritten.load(Ordering::SeqCst) > 0 {
                 if let Ok(next) = self.rx.recv_deadline(Instant::now() + self.write_wait) {
                     pending.push(next);
+                    pending.extend(self.rx.try_iter().take(WRITTEN_BATCHES_QUEUED_MAX));
                 }
             }
             self.sync(&mut pending);

@@ -413,11 +413,18 @@ fn a_sync_waits_for_a_write_in_progress_and_covers_it() {
     appender.append(events(0, 1), ack(&journal)).unwrap();
     wait_until(|| held.load(Ordering::SeqCst) == 1);
     appender.append(events(1, 1), ack(&journal)).unwrap();
-    // The first is written and handed to the syncer; the second is now in its write, and the
+    // The first is written and handed to the syncer, and the second waits in its write: the
     // syncer waits for it instead of syncing the first alone. Held long enough that a syncer
     // that did not wait would have synced by then.
     release.send(()).unwrap();
-    wait_until(|| held.load(Ordering::SeqCst) == 1);
+    let writes = |journal: &Journal| {
+        let steps = journal.steps();
+        steps
+            .iter()
+            .filter(|s| matches!(s, Step::Write { .. }))
+            .count()
+    };
+    wait_until(|| writes(&journal) == 1 && held.load(Ordering::SeqCst) == 1);
     std::thread::sleep(Duration::from_millis(50));
     drop(release);
     writer.close();
@@ -461,13 +468,56 @@ fn the_wait_for_a_write_in_progress_is_bounded() {
     wait_until(|| held.load(Ordering::SeqCst) == 1);
     appender.append(events(1, 1), |_| {}).unwrap();
     release.send(()).unwrap();
-    // The second write stays held; the first is acknowledged anyway once the wait runs out.
+    // The second write cannot finish while the gate stays shut; the first is acknowledged
+    // anyway once the wait runs out, synced alone.
     let first = first_rx.recv_timeout(Duration::from_secs(10));
-    let second_still_held = held.load(Ordering::SeqCst) == 1;
+    let steps_then = journal.steps();
     drop(release);
     writer.close();
     assert!(matches!(first, Ok(Ok(_))), "{first:?}");
-    assert!(second_still_held);
+    let count = |want: fn(&Step) -> bool| steps_then.iter().filter(|s| want(s)).count();
+    assert_eq!(
+        count(|s| matches!(s, Step::Write { .. })),
+        1,
+        "{steps_then:?}"
+    );
+    assert_eq!(count(|s| *s == Step::SyncOk), 1, "{steps_then:?}");
+}
+
+#[test]
+fn refused_appends_leave_no_wait_behind() {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
+    let held = storage.writes_held();
+    let config = WalConfig {
+        queue_appends_max: 1,
+        enqueue_timeout: Duration::from_millis(1),
+        write_wait: Duration::from_secs(1),
+        ..WalConfig::default()
+    };
+    let writer = start(storage, config);
+    let appender = writer.appender();
+    appender.append(events(0, 1), |_| {}).unwrap();
+    wait_until(|| held.load(Ordering::SeqCst) == 1);
+    appender.append(events(1, 1), |_| {}).unwrap();
+    // The queue is full: each way in is refused, and each must take back its count.
+    let refused = |result: Result<(), WalError>| matches!(result, Err(WalError::Busy { .. }));
+    assert!(refused(appender.append(events(2, 1), |_| {})));
+    assert!(refused(appender.try_append(events(3, 1), |_| {})));
+    assert!(refused(appender.try_barrier(|_| {})));
+    drop(release);
+    // Both held appends are written and synced; a count left behind would make every later
+    // sync wait the whole second for appends that never come.
+    appender.append_and_wait(events(4, 1)).unwrap();
+    let started = Instant::now();
+    appender.append_and_wait(events(5, 1)).unwrap();
+    let took = started.elapsed();
+    writer.close();
+    assert!(
+        took < Duration::from_millis(500),
+        "a lone append took {took:?}"
+    );
 }
 
 #[test]
