@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,29 @@ use conductor_persistence::{GroupCommit, Seq, WalConfig, WalError};
 
 fn start(storage: FakeStorage, config: WalConfig) -> GroupCommit<TestEvent> {
     GroupCommit::start(storage, Seq::new(1), &config).unwrap()
+}
+
+/// A writer over a fake storage whose writes wait at a gate: each send on `release` lets one
+/// through (dropping it lets all through), and `held` counts the writes waiting there.
+struct Gated {
+    journal: Journal,
+    release: crossbeam_channel::Sender<()>,
+    held: Arc<AtomicUsize>,
+    writer: GroupCommit<TestEvent>,
+}
+
+fn gated(config: WalConfig) -> Gated {
+    let journal = Journal::default();
+    let (release, gate) = crossbeam_channel::unbounded();
+    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
+    let held = storage.writes_held();
+    let writer = start(storage, config);
+    Gated {
+        journal,
+        release,
+        held,
+        writer,
+    }
 }
 
 #[test]
@@ -171,16 +194,16 @@ fn every_waiting_append_gets_the_failure() {
 
 #[test]
 fn a_full_queue_answers_busy_and_drops_nothing() {
-    let journal = Journal::default();
-    let (release, gate) = crossbeam_channel::unbounded();
-    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
-    let held = storage.writes_held();
-    let config = WalConfig {
+    let Gated {
+        journal: _,
+        release,
+        held,
+        writer,
+    } = gated(WalConfig {
         queue_appends_max: 2,
         enqueue_timeout: Duration::from_millis(50),
         ..WalConfig::default()
-    };
-    let writer = start(storage, config);
+    });
     let appender = writer.appender();
     let answers = Arc::new(Mutex::new(0u32));
     let count = |answers: &Arc<Mutex<u32>>| {
@@ -233,15 +256,15 @@ fn a_panicking_callback_does_not_stop_the_writer() {
 
 #[test]
 fn batches_respect_the_event_limit() {
-    let journal = Journal::default();
-    let (release, gate) = crossbeam_channel::unbounded();
-    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
-    let held = storage.writes_held();
-    let config = WalConfig {
+    let Gated {
+        journal,
+        release,
+        held,
+        writer,
+    } = gated(WalConfig {
         batch_events_max: 10,
         ..WalConfig::default()
-    };
-    let writer = start(storage, config);
+    });
     let appender = writer.appender();
     appender.append(events(0, 1), |_| {}).unwrap();
     wait_until(|| held.load(Ordering::SeqCst) == 1);
@@ -363,11 +386,12 @@ fn a_barrier_after_a_failed_sync_gets_the_failure() {
 
 #[test]
 fn appends_after_a_barrier_never_share_a_record_with_those_before_it() {
-    let journal = Journal::default();
-    let (release, gate) = crossbeam_channel::unbounded();
-    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
-    let writes_held = storage.writes_held();
-    let writer = start(storage, WalConfig::default());
+    let Gated {
+        journal: _,
+        release,
+        held: writes_held,
+        writer,
+    } = gated(WalConfig::default());
     let appender = writer.appender();
     // The first write waits at the gate, so the next three are taken as one batch.
     appender.append(events(0, 1), |_| {}).unwrap();
@@ -395,15 +419,15 @@ fn appends_after_a_barrier_never_share_a_record_with_those_before_it() {
 
 #[test]
 fn a_sync_waits_for_a_write_in_progress_and_covers_it() {
-    let journal = Journal::default();
-    let (release, gate) = crossbeam_channel::unbounded();
-    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
-    let held = storage.writes_held();
-    let config = WalConfig {
+    let Gated {
+        journal,
+        release,
+        held,
+        writer,
+    } = gated(WalConfig {
         write_wait: Duration::from_secs(1),
         ..WalConfig::default()
-    };
-    let writer = start(storage, config);
+    });
     let appender = writer.appender();
     let ack = |journal: &Journal| {
         let journal = journal.clone();
@@ -449,15 +473,15 @@ fn a_sync_waits_for_a_write_in_progress_and_covers_it() {
 
 #[test]
 fn the_wait_for_a_write_in_progress_is_bounded() {
-    let journal = Journal::default();
-    let (release, gate) = crossbeam_channel::unbounded();
-    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
-    let held = storage.writes_held();
-    let config = WalConfig {
+    let Gated {
+        journal,
+        release,
+        held,
+        writer,
+    } = gated(WalConfig {
         write_wait: Duration::from_millis(20),
         ..WalConfig::default()
-    };
-    let writer = start(storage, config);
+    });
     let appender = writer.appender();
     let (first_tx, first_rx) = crossbeam_channel::bounded(1);
     appender
@@ -486,17 +510,17 @@ fn the_wait_for_a_write_in_progress_is_bounded() {
 
 #[test]
 fn refused_appends_leave_no_wait_behind() {
-    let journal = Journal::default();
-    let (release, gate) = crossbeam_channel::unbounded();
-    let storage = FakeStorage::new(journal.clone()).write_gate(gate);
-    let held = storage.writes_held();
-    let config = WalConfig {
+    let Gated {
+        journal: _,
+        release,
+        held,
+        writer,
+    } = gated(WalConfig {
         queue_appends_max: 1,
         enqueue_timeout: Duration::from_millis(1),
         write_wait: Duration::from_secs(1),
         ..WalConfig::default()
-    };
-    let writer = start(storage, config);
+    });
     let appender = writer.appender();
     appender.append(events(0, 1), |_| {}).unwrap();
     wait_until(|| held.load(Ordering::SeqCst) == 1);
