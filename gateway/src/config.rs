@@ -225,6 +225,24 @@ mod tests {
     }
 
     #[test]
+    fn the_log_settings_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("conductor.json");
+        let text =
+            r#"{"wal": {"queue_appends_max": 64, "batch_wait_us": 100, "write_wait_us": 20}}"#;
+        std::fs::write(&file, text).expect("write config");
+        let wal = resolve(flags(None, Some(file))).expect("valid").config.wal;
+        assert_eq!(wal.queue_appends_max, 64);
+        assert_eq!(wal.batch_wait, Duration::from_micros(100));
+        assert_eq!(wal.write_wait, Duration::from_micros(20));
+        let default = resolve(flags(None, None)).expect("valid").config.wal;
+        assert_eq!(
+            default.write_wait,
+            conductor_persistence::WalConfig::default().write_wait
+        );
+    }
+
+    #[test]
     fn zero_or_too_many_runtime_threads_are_refused() {
         assert!(resolve(flags(Some(0), None)).is_err());
         assert!(resolve(flags(Some(RUNTIME_THREADS_MAX + 1), None)).is_err());
