@@ -8,7 +8,7 @@ use conductor_persistence::Seq;
 use tokio::sync::oneshot;
 
 use crate::error::{Answer, CommandError};
-use crate::stock_point::{reply, Reply};
+use crate::stock_point::{reply, stopped_before_answering, Reply};
 use crate::Log;
 
 /// How long any caller waits for an actor's answer.
@@ -23,10 +23,6 @@ pub async fn ask<T: Send + 'static>(
     let (filler, answer) = crate::deadlines::call(CALL_TIMEOUT, stopped_before_answering);
     send(reply(move |a| filler.fill(a)))?;
     answer.await
-}
-
-fn stopped_before_answering() -> CommandError {
-    CommandError::Unavailable("the actor stopped before answering".into())
 }
 
 /// Asks an actor a question (ractor's `call`) with [`CALL_TIMEOUT`]; `stopped` says who, for

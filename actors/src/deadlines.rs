@@ -160,14 +160,9 @@ fn sweep_forever(deadlines: &'static Deadlines) {
                 let mut table = lock(table);
                 let end = (start + SWEEP_SLOTS_PER_LOCK).min(table.slots.len());
                 for slot in start..end {
-                    if table.slots[slot]
-                        .as_ref()
-                        .is_some_and(|entry| entry.deadline <= now)
-                    {
-                        if let Some(entry) = table.slots[slot].take() {
-                            expired.push(entry.cell);
-                            table.free.push(slot);
-                        }
+                    if let Some(entry) = table.slots[slot].take_if(|entry| entry.deadline <= now) {
+                        expired.push(entry.cell);
+                        table.free.push(slot);
                     }
                 }
                 start = end;

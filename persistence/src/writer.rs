@@ -197,8 +197,7 @@ impl<E: Serialize> Appender<E> {
         on_durable: impl FnOnce(Result<Seq, WalError>) + Send + 'static,
     ) -> Result<(), WalError> {
         let message = self.prepare(&events, Box::new(on_durable))?;
-        self.shared.unwritten.fetch_add(1, Ordering::SeqCst);
-        match self.unqueued_if_err(self.tx.send_timeout(message, self.enqueue_timeout)) {
+        match self.counted(|| self.tx.send_timeout(message, self.enqueue_timeout)) {
             Ok(()) => Ok(()),
             Err(SendTimeoutError::Timeout(message)) => {
                 self.refused(message);
@@ -224,8 +223,7 @@ impl<E: Serialize> Appender<E> {
         on_durable: impl FnOnce(Result<Seq, WalError>) + Send + 'static,
     ) -> Result<(), WalError> {
         let message = self.prepare(&events, Box::new(on_durable))?;
-        self.shared.unwritten.fetch_add(1, Ordering::SeqCst);
-        match self.unqueued_if_err(self.tx.try_send(message)) {
+        match self.counted(|| self.tx.try_send(message)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(message)) => {
                 self.refused(message);
@@ -271,8 +269,7 @@ impl<E: Serialize> Appender<E> {
                 callback: Some(Box::new(on_durable)),
             },
         });
-        self.shared.unwritten.fetch_add(1, Ordering::SeqCst);
-        match self.unqueued_if_err(self.tx.try_send(message)) {
+        match self.counted(|| self.tx.try_send(message)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(message)) => {
                 self.refused(message);
@@ -322,8 +319,11 @@ impl<E: Serialize> Appender<E> {
         }))
     }
 
-    /// Takes back the count of an append that was not queued.
-    fn unqueued_if_err<R>(&self, sent: Result<(), R>) -> Result<(), R> {
+    /// Queues an append with `send`, counted as unwritten from before it can reach the writer
+    /// (see [`Shared`]'s `unwritten`); the count is taken back if it was not queued.
+    fn counted<R>(&self, send: impl FnOnce() -> Result<(), R>) -> Result<(), R> {
+        self.shared.unwritten.fetch_add(1, Ordering::SeqCst);
+        let sent = send();
         if sent.is_err() {
             self.shared.unwritten.fetch_sub(1, Ordering::SeqCst);
         }
